@@ -1,0 +1,1 @@
+"""The `mirapi` command-line tool."""

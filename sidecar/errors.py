@@ -1,0 +1,144 @@
+"""The sidecar's own errors: one tree, one renderer.
+
+    MirApiError (status, code, safe message, optional Retry-After)
+    ├── BadRequest                400 (any client mistake)
+    │   ├── NoTarget              400 no_target
+    │   ├── BadHeader             400 bad_header        names the header
+    │   ├── BadRequestFraming     400 bad_request       CL + TE, malformed body
+    │   └── PciCardNumber         400 pci_card_number   offset only, never digits
+    ├── Unauthorized              401 unauthorized / secret_locked
+    ├── EgressDenied              403 egress_denied
+    ├── NotFound                  404 route_not_found / job_not_found / not_found
+    ├── PayloadTooLarge           413 payload_too_large
+    ├── IdempotencyConflict       409 idempotency_in_flight (Retry-After: 1)
+    ├── IdempotencyKeyReused      422 idempotency_key_reused
+    ├── RateLimited               429 rate_limited       (Retry-After)
+    ├── UpstreamUnreachable       502 upstream_unreachable
+    ├── ServiceUnavailable        503 circuit_open / store_unavailable (Retry-After)
+    └── GatewayTimeout            504 upstream_timeout / deadline_exceeded
+
+Every error carries a message that is safe to show and to log: it never holds
+a body, a credential or a card number. Stages raise these; only `render_error`
+turns them into the JSON body of SPEC §2.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class MirApiError(Exception):
+    """Base of every error the sidecar answers by itself."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+        # 429 and 503 always tell the client when to come back (SPEC §2.9).
+        if self.retry_after is None and self.status in (429, 503):
+            self.retry_after = 1
+
+
+class BadRequest(MirApiError):
+    status = 400
+    code = "bad_request"
+
+
+class NoTarget(BadRequest):
+    code = "no_target"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no upstream given: send X-Target-URL, X-Route-Key, or use /r/NAME/ path mode"
+        )
+
+
+class BadHeader(BadRequest):
+    """A request header with a value the sidecar cannot use."""
+
+    code = "bad_header"
+
+    def __init__(self, header: str, reason: str) -> None:
+        super().__init__(f"{header}: {reason}")
+        self.header = header
+        self.reason = reason
+
+
+class PciCardNumber(BadRequest):
+    code = "pci_card_number"
+
+
+class Unauthorized(MirApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class EgressDenied(MirApiError):
+    status = 403
+    code = "egress_denied"
+
+
+class NotFound(MirApiError):
+    status = 404
+    code = "not_found"
+
+
+class IdempotencyConflict(MirApiError):
+    status = 409
+    code = "idempotency_in_flight"
+
+
+class PayloadTooLarge(MirApiError):
+    status = 413
+    code = "payload_too_large"
+
+
+class IdempotencyKeyReused(MirApiError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class RateLimited(MirApiError):
+    status = 429
+    code = "rate_limited"
+
+
+class UpstreamUnreachable(MirApiError):
+    status = 502
+    code = "upstream_unreachable"
+
+
+class ServiceUnavailable(MirApiError):
+    status = 503
+    code = "service_unavailable"
+
+
+class GatewayTimeout(MirApiError):
+    status = 504
+    code = "upstream_timeout"
+
+
+def error_body(error: MirApiError, request_id: str) -> bytes:
+    """The JSON body of SPEC §2: {"error": {"code", "message", "request_id"}}."""
+    return orjson.dumps(
+        {"error": {"code": error.code, "message": error.message, "request_id": request_id}}
+    )
+
+
+def error_headers(error: MirApiError, request_id: str) -> list[tuple[str, str]]:
+    """Headers for an error answer; Retry-After on every 429/503 the sidecar sends."""
+    headers = [("content-type", "application/json"), ("x-request-id", request_id)]
+    if error.retry_after is not None:
+        headers.append(("retry-after", str(error.retry_after)))
+    return headers
