@@ -142,3 +142,23 @@ def error_headers(error: MirApiError, request_id: str) -> list[tuple[str, str]]:
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
     return headers
+
+
+class UpstreamFailure(Exception):
+    """An attempt that got no response at all (not an answer to the client).
+
+    `kind` uses Envoy's retry-on words: `connect-failure`, `reset` or
+    `timeout`. The retry and cascade stages decide what it becomes; when
+    nothing rescues it, `as_error` gives the 502 or 504 the client sees.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+    def as_error(self) -> MirApiError:
+        """The sidecar's answer when this was the last attempt."""
+        if self.kind == "timeout":
+            return GatewayTimeout(f"the upstream did not answer in time ({self.detail})")
+        return UpstreamUnreachable(f"the upstream could not be reached ({self.detail})")

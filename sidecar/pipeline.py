@@ -1,0 +1,60 @@
+"""The chain: stages folded around a terminal, in one fixed order.
+
+A stage is any `async (exchange, call_next) -> Response`. It passes
+(`await call_next(exchange)`), answers (returns a response of its own) or
+rejects (raises an error from sidecar.errors). `build` folds the ordered
+stages around the terminal once, at start-up, the way Starlette builds its
+middleware stack, so a request pays one call per stage and nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+
+from sidecar.clock import SYSTEM_CLOCK, Clock
+from sidecar.exchange import Exchange, Next, Response
+from sidecar.stages.cascade import Cascade
+from sidecar.stages.deadline import Deadline
+from sidecar.stages.forward import Forward
+from sidecar.stages.idempotency import Idempotency
+from sidecar.stages.respond import Respond
+from sidecar.stages.retry import Retry
+from sidecar.stages.routing import Routing
+from sidecar.stages.strip_headers import StripHeaders
+from sidecar.upstream import UpstreamClient
+
+Stage = Callable[[Exchange, Next], Awaitable[Response]]
+
+
+def build(stages: Sequence[Stage], terminal: Next) -> Next:
+    """One callable that runs `stages` in order, then `terminal`."""
+    handler = terminal
+    for stage in reversed(stages):
+        handler = partial(stage, call_next=handler)
+    return handler
+
+
+def standard_stages(max_body: int, clock: Clock) -> list[Stage]:
+    """The stages of SPEC §2 in their fixed order; each line says why it sits there."""
+    return [
+        # Outermost: decorates whatever answer comes back, rescues included.
+        Respond(max_body),
+        # Resolves the targets first: the computed idempotency key covers the URL.
+        Routing(),
+        # Picks the Idempotency-Key every attempt will carry upstream.
+        Idempotency(),
+        # Bounds everything after it: failover and every retry.
+        Deadline(),
+        # Failover wraps retries: the next target only once one is spent.
+        Cascade(),
+        # Retries one target; every attempt goes through the stages below.
+        Retry(clock),
+        # Last: the upstream never sees a proxy header.
+        StripHeaders(),
+    ]
+
+
+def build_chain(client: UpstreamClient, max_body: int, clock: Clock = SYSTEM_CLOCK) -> Next:
+    """The whole pipeline, ending in one upstream attempt."""
+    return build(standard_stages(max_body, clock), Forward(client))

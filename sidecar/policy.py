@@ -1,0 +1,200 @@
+"""Request headers parsed once, at the edge, into a typed frozen policy.
+
+Stages read typed fields and never raw header strings. A bad value raises
+`BadHeader(name, reason)` here, so the client learns exactly which header is
+wrong and nothing is silently ignored (SPEC §2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sidecar.durations import parse_duration
+from sidecar.errors import BadHeader
+
+MAX_RETRIES = 10
+#: Each backoff delay, and each honoured Retry-After, is capped here (SPEC §2.6).
+RETRY_DELAY_CAP = 10.0
+DEFAULT_RETRY_DELAY = 0.2
+
+#: Envoy's retry-on words that SPEC §2.6 names; bare status codes are allowed too.
+RETRY_CONDITIONS = frozenset(
+    {"5xx", "gateway-error", "429", "connect-failure", "reset", "timeout"}
+)
+DEFAULT_RETRY_ON = RETRY_CONDITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOn:
+    """Which outcomes are worth another attempt."""
+
+    conditions: frozenset[str] = DEFAULT_RETRY_ON
+    statuses: frozenset[int] = frozenset()
+
+    def status_is_retryable(self, status: int) -> bool:
+        """True when `status` matches a condition: 5xx except 501, 429, or a listed code."""
+        if status in self.statuses:
+            return True
+        if status == 429:
+            return "429" in self.conditions
+        if status in (502, 503, 504) and "gateway-error" in self.conditions:
+            return True
+        return 500 <= status <= 599 and status != 501 and "5xx" in self.conditions
+
+    def failure_is_retryable(self, kind: str) -> bool:
+        """`kind` is one of connect-failure, reset, timeout."""
+        return kind in self.conditions
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPolicy:
+    """Everything the proxy headers asked for, typed and validated."""
+
+    target_url: str | None = None
+    route_key: str | None = None
+    retry_count: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    retry_on: RetryOn = field(default_factory=RetryOn)
+    timeout: float = 30.0
+    deadline: float | None = None
+    failover_urls: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    request_id: str | None = None
+    extract: str | None = None
+    debug: bool = False
+
+
+def parse_target_url(header: str, value: str) -> str:
+    """An absolute http(s) URL, or BadHeader naming `header`."""
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise BadHeader(header, f"not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise BadHeader(header, "must be an absolute http:// or https:// URL")
+    if not parts.hostname:
+        raise BadHeader(header, "the URL has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise BadHeader(header, "the URL's port is not a number from 0 to 65535") from None
+    if parts.fragment:
+        raise BadHeader(header, "the URL must not have a #fragment")
+    return value
+
+
+def _duration(header: str, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise BadHeader(header, str(exc)) from None
+
+
+def _positive_duration(header: str, value: str) -> float:
+    seconds = _duration(header, value)
+    if seconds <= 0:
+        raise BadHeader(header, "must be longer than zero")
+    return seconds
+
+
+def _retry_count(header: str, value: str) -> int:
+    text = value.strip()
+    if not text.isdigit() or int(text) > MAX_RETRIES:
+        raise BadHeader(header, f"{value!r} is not a whole number from 0 to {MAX_RETRIES}")
+    return int(text)
+
+
+def _retry_on(header: str, value: str) -> RetryOn:
+    conditions: set[str] = set()
+    statuses: set[int] = set()
+    for word in (w.strip().lower() for w in value.split(",")):
+        if word in RETRY_CONDITIONS:
+            conditions.add(word)
+        elif word.isdigit() and 100 <= int(word) <= 599:
+            statuses.add(int(word))
+        else:
+            known = ", ".join(sorted(RETRY_CONDITIONS))
+            raise BadHeader(header, f"{word!r} is not one of {known} or a status code")
+    return RetryOn(frozenset(conditions), frozenset(statuses))
+
+
+def _failover(header: str, value: str) -> tuple[str, ...]:
+    urls = tuple(parse_target_url(header, u) for u in value.split(",") if u.strip())
+    if not urls:
+        raise BadHeader(header, "give one URL or a comma-separated list")
+    return urls
+
+
+def _switch(header: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "true", "1", "yes"):
+        return True
+    if word in ("off", "false", "0", "no"):
+        return False
+    raise BadHeader(header, f"{value!r} is not on or off")
+
+
+def _token(header: str, value: str) -> str:
+    text = value.strip()
+    if not text or len(text) > 255 or not text.isprintable():
+        raise BadHeader(header, "must be 1 to 255 printable characters")
+    return text
+
+
+def _json_pointer(header: str, value: str) -> str:
+    if value and not value.startswith("/"):
+        raise BadHeader(header, "a JSON pointer (RFC 6901) starts with '/'")
+    return value
+
+
+#: header name (lower case) -> (policy field, parser). One line per header.
+_PARSERS = {
+    "x-target-url": ("target_url", parse_target_url),
+    "x-route-key": ("route_key", _token),
+    "x-retry-count": ("retry_count", _retry_count),
+    "x-retry-delay": ("retry_delay", _duration),
+    "x-retry-on": ("retry_on", _retry_on),
+    "x-timeout": ("timeout", _positive_duration),
+    "x-deadline": ("deadline", _positive_duration),
+    "x-failover-url": ("failover_urls", _failover),
+    "x-proxy-idempotency-key": ("idempotency_key", _token),
+    "x-request-id": ("request_id", _token),
+    "x-extract": ("extract", _json_pointer),
+    "x-proxy-debug": ("debug", _switch),
+}
+
+#: The display spelling of each header, for error messages.
+_DISPLAY = {
+    "x-target-url": "X-Target-URL",
+    "x-route-key": "X-Route-Key",
+    "x-retry-count": "X-Retry-Count",
+    "x-retry-delay": "X-Retry-Delay",
+    "x-retry-on": "X-Retry-On",
+    "x-timeout": "X-Timeout",
+    "x-deadline": "X-Deadline",
+    "x-failover-url": "X-Failover-URL",
+    "x-proxy-idempotency-key": "X-Proxy-Idempotency-Key",
+    "x-request-id": "X-Request-ID",
+    "x-extract": "X-Extract",
+    "x-proxy-debug": "X-Proxy-Debug",
+}
+
+HEADERS_READ = frozenset(_PARSERS)
+
+
+def parse_policy(
+    headers: dict[str, str], default_timeout: float = 30.0
+) -> RequestPolicy:
+    """Build the policy from `headers` (lower-case names, first value wins).
+
+    Only headers the policy knows are read; the rest are left to the stages
+    that forward them. Raises BadHeader on the first bad value.
+    """
+    values: dict[str, object] = {"timeout": default_timeout}
+    for name, (field_name, parser) in _PARSERS.items():
+        raw = headers.get(name)
+        if raw is not None:
+            values[field_name] = parser(_DISPLAY[name], raw)
+    return RequestPolicy(**values)  # type: ignore[arg-type]

@@ -1,0 +1,107 @@
+"""Retries with exponential backoff and full jitter (SPEC §2.6).
+
+    delay(n) = random(0, min(cap, base * 2**(n-1)))      n = 1, 2, ...
+
+with `cap` = 10 s. When the upstream says how long to wait (`Retry-After` in
+seconds or as an HTTP-date, `retry-after-ms`, `x-ms-retry-after-ms`), the
+wait is at least that, still capped. A wait that would end past the
+request's deadline is not taken: the last outcome is returned at once.
+
+Retried: the outcomes `X-Retry-On` names (default: connection failures,
+resets, timeouts, 5xx except 501, and 429). Other answers return at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+
+from sidecar.clock import Clock
+from sidecar.errors import UpstreamFailure
+from sidecar.exchange import Exchange, Headers, Next, Response
+from sidecar.policy import RETRY_DELAY_CAP
+
+
+def backoff_delay(attempt: int, base: float, draw: float, cap: float = RETRY_DELAY_CAP) -> float:
+    """Full-jitter delay before retry number `attempt` (1-based); `draw` in [0, 1)."""
+    ceiling = min(cap, base * 2 ** min(attempt - 1, 62))
+    return draw * ceiling
+
+
+def upstream_wait(headers: Headers, now: float) -> float | None:
+    """Seconds the upstream asked us to wait, from its response headers, or None."""
+    for name, value in headers:
+        try:
+            if name in ("retry-after-ms", "x-ms-retry-after-ms"):
+                return max(0.0, float(value) / 1000)
+            if name == "retry-after":
+                return _retry_after(value, now)
+        except (ValueError, OverflowError):
+            continue
+    return None
+
+
+def _retry_after(value: str, now: float) -> float | None:
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    parsed = email.utils.parsedate_to_datetime(text)
+    if parsed is None or parsed.tzinfo is None:
+        return None
+    return max(0.0, parsed.timestamp() - now)
+
+
+class Retry:
+    """Runs the inner chain up to 1 + X-Retry-Count times for one target."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
+        policy = exchange.policy
+        attempt = 0
+        while True:
+            attempt += 1
+            exchange.attempts += 1
+            response: Response | None = None
+            try:
+                response = await call_next(exchange)
+            except UpstreamFailure as failure:
+                exchange.attempt_log.append((exchange.target, failure.kind, 0.0))
+                if attempt > policy.retry_count or not policy.retry_on.failure_is_retryable(
+                    failure.kind
+                ):
+                    raise
+                asked = None
+            else:
+                exchange.attempt_log.append((exchange.target, str(response.status), 0.0))
+                if attempt > policy.retry_count or not policy.retry_on.status_is_retryable(
+                    response.status
+                ):
+                    if attempt > 1 and response.status < 400:
+                        exchange.rescue = "retry"
+                    return response
+                asked = upstream_wait(response.headers, self._clock.now())
+            wait = self._wait(attempt, policy.retry_delay, asked)
+            if not self._fits_deadline(exchange, wait):
+                if response is None:
+                    raise UpstreamFailure("timeout", "no time left before the deadline")
+                return response
+            if response is not None:
+                await response.discard()
+            url, outcome, _ = exchange.attempt_log[-1]
+            exchange.attempt_log[-1] = (url, outcome, wait)
+            await self._clock.sleep(wait)
+
+    def _wait(self, attempt: int, base: float, asked: float | None) -> float:
+        delay = backoff_delay(attempt, base, self._clock.random())
+        if asked is not None:
+            delay = max(delay, asked)
+        return min(delay, RETRY_DELAY_CAP)
+
+    def _fits_deadline(self, exchange: Exchange, wait: float) -> bool:
+        deadline = exchange.policy.deadline
+        if deadline is None:
+            return True
+        elapsed = self._clock.monotonic() - exchange.started
+        return elapsed + wait < deadline and not math.isclose(elapsed + wait, deadline)

@@ -1,0 +1,81 @@
+"""What the upstream sees: the client's headers minus every proxy header (SPEC §2.7).
+
+Removed: names starting with a MirApi prefix, `X-Timeout`, `X-Deadline`,
+hop-by-hop headers (RFC 9110 §7.6.1) and any header the client's
+`Connection` names, plus `Host` (the upstream's own is set from the URL)
+and `Content-Length` (recomputed from the body we send). Added:
+`X-Request-ID`, and `Idempotency-Key` when a non-idempotent request may be
+sent more than once, so that upstreams such as Stripe deduplicate.
+"""
+
+from __future__ import annotations
+
+from sidecar.exchange import Exchange, Headers, Next, Response
+
+PROXY_PREFIXES = (
+    "x-mirapi-",
+    "x-target-",
+    "x-retry-",
+    "x-proxy-",
+    "x-smart-",
+    "x-failover-",
+    "x-identity-",
+    "x-webhook-",
+    "x-extract",
+    "x-route-",
+    "x-circuit-",
+    "x-idempotency-",
+)
+PROXY_NAMES = frozenset({"x-timeout", "x-deadline"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+#: Set anew for the upstream hop rather than copied from the client's.
+RECOMPUTED = frozenset({"host", "content-length"})
+DROPPED = PROXY_NAMES | HOP_BY_HOP | RECOMPUTED
+
+
+def upstream_headers(headers: Headers, request_id: str, idempotency_key: str | None) -> Headers:
+    """The headers to forward, in the client's order."""
+    named_by_connection = {
+        token.strip().lower()
+        for name, value in headers
+        if name == "connection"
+        for token in value.split(",")
+    }
+    kept: Headers = []
+    has_request_id = has_idempotency_key = False
+    for name, value in headers:
+        if name in DROPPED or name in named_by_connection:
+            continue
+        if name.startswith("x-") and name.startswith(PROXY_PREFIXES):
+            continue
+        has_request_id = has_request_id or name == "x-request-id"
+        has_idempotency_key = has_idempotency_key or name == "idempotency-key"
+        kept.append((name, value))
+    if not has_request_id:
+        kept.append(("x-request-id", request_id))
+    if idempotency_key is not None and not has_idempotency_key:
+        kept.append(("idempotency-key", idempotency_key))
+    return kept
+
+
+class StripHeaders:
+    """Computes `exchange.upstream_headers` once; every attempt reuses them."""
+
+    async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
+        if exchange.upstream_headers is None:
+            exchange.upstream_headers = upstream_headers(
+                exchange.headers, exchange.request_id, exchange.idempotency_key
+            )
+        return await call_next(exchange)

@@ -1,0 +1,184 @@
+"""Sending one attempt upstream: the only module that catches httpx exceptions.
+
+httpx is the client API; on the hot path its requests go over an aiohttp
+transport (httpx-aiohttp), which measured about four times cheaper than
+httpx's own transport on these machines (PERFORMANCE.md). We call the
+transport directly with a prepared `httpx.Request`, skipping the client's
+redirect, cookie and auth machinery that a proxy must not apply anyway.
+
+Every failure to get a response becomes `UpstreamFailure(kind)` with
+Envoy's words (connect-failure, reset, timeout), which the retry stage reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from sidecar.egress import VettedResolver
+from sidecar.errors import BadRequest, UpstreamFailure
+from sidecar.exchange import Headers, Response
+
+#: Response headers that describe the hop, not the message (RFC 9110 §7.6.1);
+#: the ASGI server frames the body to the client itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+#: aiohttp adds these on its own; a proxy forwards only what the client sent.
+_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+class Egress(Protocol):
+    """What the upstream client needs from an egress policy."""
+
+    async def vet(self, host: str, port: int) -> list[str]: ...
+
+
+def _aiohttp_session(egress: Egress, max_connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        # The connection goes to the address the policy vetted (SPEC §3).
+        resolver=VettedResolver(egress),
+        ttl_dns_cache=10,
+        keepalive_timeout=30,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        skip_auto_headers=_AUTO_HEADERS,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+    # aiohttp quietly resends an idempotent request once when a kept-alive
+    # connection turns out closed; the retry stage alone decides and counts
+    # attempts, so that hidden resend is switched off (no public knob exists).
+    session._retry_connection = False
+    return session
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """Envoy's word for what went wrong, from the aiohttp cause under httpx's error."""
+    # httpx-aiohttp maps every aiohttp connection error to ConnectTimeout,
+    # so the aiohttp cause underneath is what tells a reset from a timeout.
+    cause = exc.__cause__ or exc
+    if isinstance(cause, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(cause, aiohttp.ClientConnectorError | ConnectionRefusedError):
+        return "connect-failure"
+    if cause is exc and isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if cause is exc and isinstance(exc, httpx.ConnectError):
+        return "connect-failure"
+    return "reset"
+
+
+def _safe_detail(exc: BaseException) -> str:
+    # Exception text can echo a URL's credentials; keep only the class name
+    # and the OS error text, which never hold request data.
+    cause = exc.__cause__ or exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{type(cause).__name__}: {cause.strerror}"
+    return type(cause).__name__
+
+
+class UpstreamClient:
+    """One pooled client for the process, keep-alive to every upstream."""
+
+    def __init__(
+        self,
+        egress: Egress,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 256,
+    ) -> None:
+        self._egress = egress
+        self._transport = transport
+        self._max_connections = max_connections
+
+    def _get_transport(self) -> httpx.AsyncBaseTransport:
+        # Built lazily: an aiohttp session must be made inside the running loop.
+        if self._transport is None:
+            session = _aiohttp_session(self._egress, self._max_connections)
+            self._transport = AiohttpTransport(client=session)
+        return self._transport
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        if self._transport is not None:
+            await self._transport.aclose()
+
+    async def send(
+        self, method: str, url: str, headers: Headers, body: bytes, timeout: float
+    ) -> Response:
+        """One attempt: the response once its headers arrive (the body streams later).
+
+        `timeout` bounds connecting and waiting for the response headers, and
+        each later read of the body. Raises UpstreamFailure, or EgressDenied
+        before any connection when the target is not allowed.
+        """
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        await self._egress.vet(host, port)
+        request = _build_request(method, url, headers, body, timeout)
+        transport = self._get_transport()
+        try:
+            async with asyncio.timeout(timeout):
+                upstream = await transport.handle_async_request(request)
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"no response within {timeout:g}s") from None
+        except httpx.UnsupportedProtocol:
+            raise BadRequest("the target URL is not a usable http(s) URL") from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+            raise UpstreamFailure(_failure_kind(exc), _safe_detail(exc)) from None
+        return _response_from(upstream)
+
+
+def _build_request(
+    method: str, url: str, headers: Headers, body: bytes, timeout: float
+) -> httpx.Request:
+    extensions: dict[str, Any] = {
+        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+    }
+    return httpx.Request(
+        method, url, headers=headers, content=body or None, extensions=extensions
+    )
+
+
+def _response_from(upstream: httpx.Response) -> Response:
+    headers = [
+        (name.decode("latin-1").lower(), value.decode("latin-1"))
+        for name, value in upstream.headers.raw
+        if name.lower().decode("latin-1") not in HOP_BY_HOP
+    ]
+    stream = upstream.stream
+    return Response(
+        status=upstream.status_code,
+        headers=headers,
+        stream=_mapped_stream(stream),  # type: ignore[arg-type]
+        close=upstream.aclose,
+    )
+
+
+async def _mapped_stream(stream: httpx.AsyncByteStream) -> Any:
+    """The body as it arrives; a broken stream raises UpstreamFailure('reset')."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+        raise UpstreamFailure(_failure_kind(exc), _safe_detail(exc)) from None
