@@ -18,12 +18,12 @@ from sidecar import __version__
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.config import Settings
 from sidecar.control import make_control_app
-from sidecar.egress import EgressPolicy
+from sidecar.egress import Egress, EgressPolicy
 from sidecar.errors import MirApiError, PayloadTooLarge, error_body, error_headers
 from sidecar.exchange import Exchange, Response, new_request_id
 from sidecar.pipeline import build_chain
 from sidecar.policy import parse_policy
-from sidecar.upstream import Egress, UpstreamClient
+from sidecar.upstream import UpstreamClient
 
 Scope = dict[str, Any]
 ASGIReceive = Any
@@ -93,7 +93,7 @@ class Sidecar:
         kind = scope["type"]
         if kind == "http":
             if scope["path"].startswith(CONTROL_PREFIX):
-                await self.control(scope, receive, send)
+                await self.control(scope, receive, send)  # type: ignore[arg-type]
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":

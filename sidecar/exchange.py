@@ -53,6 +53,14 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
     #: Notes on each attempt for `-v` and logs: (url, outcome, wait seconds).
     attempt_log: list[tuple[str, str, float]] = field(default_factory=list)
+    #: Told of each attempt as it ends, for live progress (`mirapi curl -v`).
+    on_attempt: Callable[[str, str, float], None] | None = None
+
+    def note_attempt(self, outcome: str, wait: float) -> None:
+        """Record how the attempt at `self.target` ended and the wait before the next."""
+        self.attempt_log.append((self.target, outcome, wait))
+        if self.on_attempt is not None:
+            self.on_attempt(self.target, outcome, wait)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (lower case), or None."""

@@ -9,8 +9,9 @@ middleware stack, so a request pays one call per stage and nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
+from typing import Protocol
 
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.exchange import Exchange, Next, Response
@@ -24,7 +25,10 @@ from sidecar.stages.routing import Routing
 from sidecar.stages.strip_headers import StripHeaders
 from sidecar.upstream import UpstreamClient
 
-Stage = Callable[[Exchange, Next], Awaitable[Response]]
+class Stage(Protocol):
+    """One step of the pipeline: pass, answer or reject."""
+
+    def __call__(self, exchange: Exchange, call_next: Next) -> Awaitable[Response]: ...
 
 
 def build(stages: Sequence[Stage], terminal: Next) -> Next:

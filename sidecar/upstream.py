@@ -13,14 +13,14 @@ Envoy's words (connect-failure, reset, timeout), which the retry stage reads.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from sidecar.egress import VettedResolver
+from sidecar.egress import Egress, VettedResolver
 from sidecar.errors import BadRequest, UpstreamFailure
 from sidecar.exchange import Headers, Response
 
@@ -42,12 +42,6 @@ HOP_BY_HOP = frozenset(
 
 #: aiohttp adds these on its own; a proxy forwards only what the client sent.
 _AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-
-
-class Egress(Protocol):
-    """What the upstream client needs from an egress policy."""
-
-    async def vet(self, host: str, port: int) -> list[str]: ...
 
 
 def _aiohttp_session(egress: Egress, max_connections: int) -> aiohttp.ClientSession:
@@ -155,9 +149,7 @@ def _build_request(
     extensions: dict[str, Any] = {
         "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
     }
-    return httpx.Request(
-        method, url, headers=headers, content=body or None, extensions=extensions
-    )
+    return httpx.Request(method, url, headers=headers, content=body or None, extensions=extensions)
 
 
 def _response_from(upstream: httpx.Response) -> Response:

@@ -72,7 +72,9 @@ class Respond:
             body = await response.read(self._max_body)
             value = resolve_pointer(orjson.loads(body), pointer)
         except ValueError:
-            raise ExtractFailed("X-Extract: the response is not JSON within the size limit") from None
+            raise ExtractFailed(
+                "X-Extract: the response is not JSON within the size limit"
+            ) from None
         except KeyError:
             raise ExtractFailed(f"X-Extract: the response has nothing at {pointer!r}") from None
         headers = [

@@ -24,7 +24,7 @@ from sidecar.policy import RETRY_DELAY_CAP
 
 def backoff_delay(attempt: int, base: float, draw: float, cap: float = RETRY_DELAY_CAP) -> float:
     """Full-jitter delay before retry number `attempt` (1-based); `draw` in [0, 1)."""
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 62))
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
     return draw * ceiling
 
 
@@ -64,33 +64,36 @@ class Retry:
             attempt += 1
             exchange.attempts += 1
             response: Response | None = None
+            failed: UpstreamFailure | None = None
             try:
                 response = await call_next(exchange)
             except UpstreamFailure as failure:
-                exchange.attempt_log.append((exchange.target, failure.kind, 0.0))
                 if attempt > policy.retry_count or not policy.retry_on.failure_is_retryable(
                     failure.kind
                 ):
+                    exchange.note_attempt(failure.kind, 0.0)
                     raise
-                asked = None
+                outcome, asked, failed = failure.kind, None, failure
             else:
-                exchange.attempt_log.append((exchange.target, str(response.status), 0.0))
                 if attempt > policy.retry_count or not policy.retry_on.status_is_retryable(
                     response.status
                 ):
+                    exchange.note_attempt(str(response.status), 0.0)
                     if attempt > 1 and response.status < 400:
                         exchange.rescue = "retry"
                     return response
+                outcome = str(response.status)
                 asked = upstream_wait(response.headers, self._clock.now())
             wait = self._wait(attempt, policy.retry_delay, asked)
             if not self._fits_deadline(exchange, wait):
-                if response is None:
-                    raise UpstreamFailure("timeout", "no time left before the deadline")
+                exchange.note_attempt(outcome, 0.0)
+                if failed is not None:
+                    raise failed
+                assert response is not None
                 return response
+            exchange.note_attempt(outcome, wait)
             if response is not None:
                 await response.discard()
-            url, outcome, _ = exchange.attempt_log[-1]
-            exchange.attempt_log[-1] = (url, outcome, wait)
             await self._clock.sleep(wait)
 
     def _wait(self, attempt: int, base: float, asked: float | None) -> float:

@@ -1,0 +1,71 @@
+"""One resilient call made in-process: the engine behind `mirapi curl`.
+
+It runs the very chain the sidecar runs, so a one-off call gets the same
+retries, timeouts and failover. There is no egress policy: the user typed
+the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sidecar.clock import SYSTEM_CLOCK, Clock
+from sidecar.egress import OpenEgress
+from sidecar.exchange import Exchange, Headers, Response, new_request_id
+from sidecar.pipeline import build_chain
+from sidecar.policy import parse_policy
+from sidecar.upstream import UpstreamClient
+
+#: One-off calls may read a large body into memory (-d @file); 1 GiB bounds it.
+ONESHOT_MAX_BODY = 1024**3
+
+
+@dataclass
+class OneShot:
+    """A request as `mirapi curl` describes it: headers include proxy headers."""
+
+    method: str
+    headers: Headers
+    body: bytes = b""
+    on_attempt: Callable[[str, str, float], None] | None = None
+    timeout: float = 30.0
+    request_id: str = field(default_factory=new_request_id)
+
+
+async def call(request: OneShot, clock: Clock = SYSTEM_CLOCK) -> tuple[Response, Exchange]:
+    """Run the chain for `request`; the caller reads the response, then `close`s it.
+
+    Raises MirApiError for anything the sidecar would have answered itself.
+    """
+    lowered = [(name.lower(), value) for name, value in request.headers]
+    first: dict[str, str] = {}
+    for name, value in lowered:
+        first.setdefault(name, value)
+    policy = parse_policy(first, request.timeout)
+    client = UpstreamClient(OpenEgress())
+    exchange = Exchange(
+        method=request.method,
+        path="/",
+        query="",
+        headers=lowered,
+        body=request.body,
+        policy=policy,
+        request_id=first.get("x-request-id", request.request_id),
+        on_attempt=request.on_attempt,
+    )
+    chain = build_chain(client, ONESHOT_MAX_BODY, clock)
+    try:
+        response = await chain(exchange)
+    except BaseException:
+        await client.aclose()
+        raise
+    release = response.close
+
+    async def close() -> None:
+        if release is not None:
+            await release()
+        await client.aclose()
+
+    response.close = close
+    return response, exchange
