@@ -25,6 +25,7 @@ from sidecar.stages.routing import Routing
 from sidecar.stages.strip_headers import StripHeaders
 from sidecar.upstream import UpstreamClient
 
+
 class Stage(Protocol):
     """One step of the pipeline: pass, answer or reject."""
 
