@@ -1,0 +1,76 @@
+"""Header parsing at the edge: typed values, or 400 bad_header naming the header."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.errors import BadHeader
+from sidecar.policy import parse_policy
+from sidecar.stages.routing import join_target, split_path_mode
+
+
+def test_defaults_and_values() -> None:
+    policy = parse_policy(
+        {
+            "x-target-url": "https://api.stripe.com",
+            "x-retry-count": "3",
+            "x-retry-delay": "250ms",
+            "x-timeout": "5s",
+            "x-deadline": "1m",
+            "x-retry-on": "gateway-error, 409,reset",
+            "x-failover-url": "https://a.example, https://b.example/v1",
+        }
+    )
+    assert policy.retry_count == 3
+    assert policy.retry_delay == 0.25
+    assert policy.timeout == 5
+    assert policy.deadline == 60
+    assert policy.retry_on.status_is_retryable(503)
+    assert not policy.retry_on.status_is_retryable(500)
+    assert policy.retry_on.status_is_retryable(409)
+    assert policy.retry_on.failure_is_retryable("reset")
+    assert not policy.retry_on.failure_is_retryable("timeout")
+    assert policy.failover_urls == ("https://a.example", "https://b.example/v1")
+    assert parse_policy({"x-timeout": "1500"}).timeout == 1.5
+
+
+@pytest.mark.parametrize(
+    "header,value",
+    [
+        ("x-retry-count", "11"),
+        ("x-retry-count", "-1"),
+        ("x-retry-count", "lots"),
+        ("x-retry-delay", "5 parsecs"),
+        ("x-timeout", "0"),
+        ("x-target-url", "ftp://example.com"),
+        ("x-target-url", "not a url"),
+        ("x-target-url", "http://host:99999/"),
+        ("x-failover-url", ","),
+        ("x-retry-on", "whenever"),
+        ("x-proxy-debug", "loud"),
+    ],
+)
+def test_bad_values_name_the_header(header: str, value: str) -> None:
+    with pytest.raises(BadHeader) as caught:
+        parse_policy({header: value})
+    assert caught.value.header.lower() == header
+    assert caught.value.status == 400 and caught.value.code == "bad_header"
+
+
+@pytest.mark.parametrize(
+    "target,path,query,expected",
+    [
+        ("https://api.stripe.com", "/v1/charges", "x=1", "https://api.stripe.com/v1/charges?x=1"),
+        ("https://httpbin.org/post", "/", "", "https://httpbin.org/post"),
+        ("https://h/base/", "/v1", "", "https://h/base/v1"),
+        ("https://h/p?key=1", "/q", "a=2", "https://h/p/q?key=1&a=2"),
+    ],
+)
+def test_joining_rule(target: str, path: str, query: str, expected: str) -> None:
+    assert join_target(target, path, query) == expected
+
+
+def test_path_mode_split() -> None:
+    assert split_path_mode("/r/payments/v1/charges") == ("payments", "/v1/charges")
+    assert split_path_mode("/r/payments") == ("payments", "")
+    assert split_path_mode("/v1/x") is None
