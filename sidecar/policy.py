@@ -19,9 +19,7 @@ RETRY_DELAY_CAP = 10.0
 DEFAULT_RETRY_DELAY = 0.2
 
 #: Envoy's retry-on words that SPEC §2.6 names; bare status codes are allowed too.
-RETRY_CONDITIONS = frozenset(
-    {"5xx", "gateway-error", "429", "connect-failure", "reset", "timeout"}
-)
+RETRY_CONDITIONS = frozenset({"5xx", "gateway-error", "429", "connect-failure", "reset", "timeout"})
 DEFAULT_RETRY_ON = RETRY_CONDITIONS
 
 
@@ -184,9 +182,7 @@ _DISPLAY = {
 HEADERS_READ = frozenset(_PARSERS)
 
 
-def parse_policy(
-    headers: dict[str, str], default_timeout: float = 30.0
-) -> RequestPolicy:
+def parse_policy(headers: dict[str, str], default_timeout: float = 30.0) -> RequestPolicy:
     """Build the policy from `headers` (lower-case names, first value wins).
 
     Only headers the policy knows are read; the rest are left to the stages

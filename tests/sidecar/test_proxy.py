@@ -10,7 +10,9 @@ import orjson
 from tests.support.upstream import Upstream, drop, echo, reply, stream
 
 
-async def test_forwards_with_joined_path_and_query(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_forwards_with_joined_path_and_query(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     response = await client.post(
         "/v1/charges?x=1", headers={"X-Target-URL": upstream.url}, content=b"amount=100"
     )
@@ -21,7 +23,9 @@ async def test_forwards_with_joined_path_and_query(client: httpx.AsyncClient, up
     assert upstream.seen[0].body == b"amount=100"
 
 
-async def test_root_path_adds_nothing_to_target(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_root_path_adds_nothing_to_target(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     await client.post("/", headers={"X-Target-URL": f"{upstream.url}/post"})
     assert upstream.seen[0].path_qs == "/post"
 
@@ -42,7 +46,9 @@ async def test_binary_body_is_byte_exact(client: httpx.AsyncClient, upstream: Up
     assert response.content == payload
 
 
-async def test_proxy_headers_never_reach_upstream(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_proxy_headers_never_reach_upstream(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     await client.get(
         "/",
         headers={
@@ -67,8 +73,9 @@ async def test_proxy_headers_never_reach_upstream(client: httpx.AsyncClient, ups
     assert seen["authorization"] == "Bearer abc"
     assert seen["host"] == upstream.url.removeprefix("http://")
     for name in seen:
-        assert not name.startswith(("x-mirapi", "x-target", "x-retry", "x-proxy", "x-smart",
-                                    "x-circuit", "x-idempotency")), name
+        assert not name.startswith(
+            ("x-mirapi", "x-target", "x-retry", "x-proxy", "x-smart", "x-circuit", "x-idempotency")
+        ), name
         assert name not in ("x-timeout", "x-deadline", "x-drop-me")
 
 
@@ -82,7 +89,9 @@ async def test_request_id_is_kept_or_made(client: httpx.AsyncClient, upstream: U
     assert not [h for h in made.headers if h.startswith("x-mirapi")]
 
 
-async def test_flaky_upstream_is_rescued_by_retry(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_flaky_upstream_is_rescued_by_retry(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.then(reply(503), reply(502))
     response = await client.post(
         "/pay",
@@ -96,17 +105,25 @@ async def test_flaky_upstream_is_rescued_by_retry(client: httpx.AsyncClient, ups
     assert len(keys) == 1, "every attempt carries the same Idempotency-Key"
 
 
-async def test_client_idempotency_key_is_kept(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_client_idempotency_key_is_kept(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.then(reply(500))
     await client.post(
         "/",
-        headers={"X-Target-URL": upstream.url, "X-Retry-Count": "1", "X-Retry-Delay": "1ms",
-                 "Idempotency-Key": "mine"},
+        headers={
+            "X-Target-URL": upstream.url,
+            "X-Retry-Count": "1",
+            "X-Retry-Delay": "1ms",
+            "Idempotency-Key": "mine",
+        },
     )
     assert [s.headers["idempotency-key"] for s in upstream.seen] == ["mine", "mine"]
 
 
-async def test_exhausted_retries_return_upstream_5xx(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_exhausted_retries_return_upstream_5xx(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.default = reply(503, b"upstream says no", headers={"X-Up": "1"})
     response = await client.get(
         "/", headers={"X-Target-URL": upstream.url, "X-Retry-Count": "2", "X-Retry-Delay": "1ms"}
@@ -149,14 +166,20 @@ async def test_retry_on_limits_conditions(client: httpx.AsyncClient, upstream: U
     upstream.then(reply(500), reply(409))
     response = await client.get(
         "/",
-        headers={"X-Target-URL": upstream.url, "X-Retry-Count": "3", "X-Retry-Delay": "1ms",
-                 "X-Retry-On": "409"},
+        headers={
+            "X-Target-URL": upstream.url,
+            "X-Retry-Count": "3",
+            "X-Retry-Delay": "1ms",
+            "X-Retry-On": "409",
+        },
     )
     assert response.status_code == 500
     assert len(upstream.seen) == 1
 
 
-async def test_dropped_connection_retried_then_502(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_dropped_connection_retried_then_502(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.default = drop()
     response = await client.get(
         "/", headers={"X-Target-URL": upstream.url, "X-Retry-Count": "2", "X-Retry-Delay": "1ms"}
@@ -179,8 +202,13 @@ async def test_per_attempt_timeout_is_504(client: httpx.AsyncClient, upstream: U
     upstream.default = reply(delay=2)
     started = time.monotonic()
     response = await client.get(
-        "/", headers={"X-Target-URL": upstream.url, "X-Timeout": "200ms", "X-Retry-Count": "1",
-                      "X-Retry-Delay": "1ms"}
+        "/",
+        headers={
+            "X-Target-URL": upstream.url,
+            "X-Timeout": "200ms",
+            "X-Retry-Count": "1",
+            "X-Retry-Delay": "1ms",
+        },
     )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
@@ -188,11 +216,18 @@ async def test_per_attempt_timeout_is_504(client: httpx.AsyncClient, upstream: U
     assert len(upstream.seen) == 2
 
 
-async def test_timeout_then_success_is_rescued(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_timeout_then_success_is_rescued(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.then(reply(delay=2))
     response = await client.get(
-        "/", headers={"X-Target-URL": upstream.url, "X-Timeout": "200ms", "X-Retry-Count": "1",
-                      "X-Retry-Delay": "1ms"}
+        "/",
+        headers={
+            "X-Target-URL": upstream.url,
+            "X-Timeout": "200ms",
+            "X-Retry-Count": "1",
+            "X-Retry-Delay": "1ms",
+        },
     )
     assert response.status_code == 200
     assert response.headers["x-rescued"] == "retry"
@@ -203,20 +238,31 @@ async def test_deadline_bounds_all_retries(client: httpx.AsyncClient, upstream: 
     started = time.monotonic()
     response = await client.get(
         "/",
-        headers={"X-Target-URL": upstream.url, "X-Timeout": "250ms", "X-Retry-Count": "10",
-                 "X-Retry-Delay": "1ms", "X-Deadline": "600ms"},
+        headers={
+            "X-Target-URL": upstream.url,
+            "X-Timeout": "250ms",
+            "X-Retry-Count": "10",
+            "X-Retry-Delay": "1ms",
+            "X-Deadline": "600ms",
+        },
     )
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "deadline_exceeded"
     assert time.monotonic() - started < 1.2
 
 
-async def test_failover_after_primary_retries(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_failover_after_primary_retries(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.then(reply(503), reply(503))
     response = await client.get(
         "/v1/x",
-        headers={"X-Target-URL": f"{upstream.url}/primary", "X-Retry-Count": "1",
-                 "X-Retry-Delay": "1ms", "X-Failover-URL": f"{upstream.url}/backup"},
+        headers={
+            "X-Target-URL": f"{upstream.url}/primary",
+            "X-Retry-Count": "1",
+            "X-Retry-Delay": "1ms",
+            "X-Failover-URL": f"{upstream.url}/backup",
+        },
     )
     assert response.status_code == 200
     assert response.headers["x-rescued"] == "failover"
@@ -227,8 +273,11 @@ async def test_failover_list_in_order(client: httpx.AsyncClient, upstream: Upstr
     upstream.then(reply(500), reply(500))
     response = await client.get(
         "/",
-        headers={"X-Target-URL": f"{upstream.url}/a",
-                 "X-Failover-URL": f"{upstream.url}/b, {upstream.url}/c", "X-Proxy-Debug": "on"},
+        headers={
+            "X-Target-URL": f"{upstream.url}/a",
+            "X-Failover-URL": f"{upstream.url}/b, {upstream.url}/c",
+            "X-Proxy-Debug": "on",
+        },
     )
     assert response.status_code == 200
     assert [s.path_qs for s in upstream.seen] == ["/a", "/b", "/c"]
@@ -246,13 +295,17 @@ async def test_extract_returns_json_pointer(client: httpx.AsyncClient, upstream:
     assert response.json() == "a/b"
 
 
-async def test_extract_missing_pointer_is_502(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_extract_missing_pointer_is_502(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     response = await client.get("/", headers={"X-Target-URL": upstream.url, "X-Extract": "/nope"})
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "extract_failed"
 
 
-async def test_streaming_first_byte_before_end(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_streaming_first_byte_before_end(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.default = stream([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"], gap=0.4)
     started = time.monotonic()
     async with client.stream("GET", "/events", headers={"X-Target-URL": upstream.url}) as response:
@@ -267,11 +320,14 @@ async def test_streaming_first_byte_before_end(client: httpx.AsyncClient, upstre
     assert total > 1.0
 
 
-async def test_broken_stream_is_cut_off_visibly(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_broken_stream_is_cut_off_visibly(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     upstream.default = stream([b"a" * 100, b"b" * 100, b"c" * 100], gap=0.05, break_after=2)
     try:
-        async with client.stream("GET", "/", headers={"X-Target-URL": upstream.url,
-                                                      "X-Retry-Count": "3"}) as response:
+        async with client.stream(
+            "GET", "/", headers={"X-Target-URL": upstream.url, "X-Retry-Count": "3"}
+        ) as response:
             assert response.status_code == 200
             async for _ in response.aiter_raw():
                 pass
@@ -282,20 +338,26 @@ async def test_broken_stream_is_cut_off_visibly(client: httpx.AsyncClient, upstr
     assert len(upstream.seen) == 1, "no retry after the first byte"
 
 
-async def test_response_body_not_decompressed(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_response_body_not_decompressed(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     import gzip
 
     packed = gzip.compress(b"hello " * 100)
-    upstream.default = reply(body=packed, headers={"Content-Encoding": "gzip",
-                                                   "Content-Type": "text/plain"})
-    async with client.stream("GET", "/", headers={"X-Target-URL": upstream.url,
-                                                  "Accept-Encoding": "gzip"}) as response:
+    upstream.default = reply(
+        body=packed, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+    )
+    async with client.stream(
+        "GET", "/", headers={"X-Target-URL": upstream.url, "Accept-Encoding": "gzip"}
+    ) as response:
         raw = b"".join([c async for c in response.aiter_raw()])
     assert raw == packed
     assert response.headers["content-encoding"] == "gzip"
 
 
-async def test_bad_headers_are_400_naming_header(client: httpx.AsyncClient, upstream: Upstream) -> None:
+async def test_bad_headers_are_400_naming_header(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
     cases = {
         "X-Retry-Count": "lots",
         "X-Retry-Delay": "5 parsecs",
