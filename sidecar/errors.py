@@ -24,6 +24,8 @@ turns them into the JSON body of SPEC §2.
 
 from __future__ import annotations
 
+import email.utils
+
 import orjson
 
 
@@ -138,7 +140,11 @@ def error_body(error: MirApiError, request_id: str) -> bytes:
 
 def error_headers(error: MirApiError, request_id: str) -> list[tuple[str, str]]:
     """Headers for an error answer; Retry-After on every 429/503 the sidecar sends."""
-    headers = [("content-type", "application/json"), ("x-request-id", request_id)]
+    headers = [
+        ("content-type", "application/json"),
+        ("date", email.utils.formatdate(usegmt=True)),
+        ("x-request-id", request_id),
+    ]
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
     return headers

@@ -236,7 +236,7 @@ def _via_address(via: str | None, data_dir: Path | None) -> str | None:
     from mirapi_cli import daemon
     from sidecar import paths
 
-    state = daemon.read_state(data_dir or paths.data_dir())
+    state = daemon.inspect(data_dir or paths.data_dir()).state
     if state is None:
         raise CliError(
             "no sidecar is running on this data dir (start one: mirapi sidecar start)",

@@ -1,0 +1,225 @@
+"""`mirapi sidecar start | stop | status | logs`: run and watch the local sidecar.
+
+    start [--foreground]  spawn the detached daemon (or serve in this process)
+    stop                  SIGTERM, a grace period, then SIGKILL; idempotent
+    status [--json]       exit 0 when running, 3 when not (LSB)
+    logs [-f] [-n N]      the detached sidecar's log file
+
+Only argument parsing and rendering live here; the process work is in
+`mirapi_cli/daemon.py`, serving in `sidecar/server.py`. Heavy modules are
+imported inside the commands, so `--help` and shell completion stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mirapi_cli.errors import CliError, ExitCode
+from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from mirapi_cli.daemon import Status
+    from sidecar.config import Settings
+
+ListenOption = Annotated[
+    str | None,
+    typer.Option(metavar="HOST:PORT", help="TCP address to listen on (default 127.0.0.1:8742)."),
+]
+UnixOption = Annotated[
+    Path | None, typer.Option(metavar="PATH", help="Listen on a unix socket instead.")
+]
+RedisOption = Annotated[
+    str | None,
+    typer.Option(metavar="URL", help="Share state through Redis (redis://, rediss://, unix://)."),
+]
+AllowPrivateOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-private", help="Allow upstreams on private and loopback addresses (dev)."
+    ),
+]
+AllowHostOption = Annotated[
+    list[str] | None,
+    typer.Option(metavar="HOST", help="Allow this upstream host despite the egress policy."),
+]
+ForegroundOption = Annotated[
+    bool, typer.Option("--foreground", help="Serve in this process, logging to stderr.")
+]
+
+app = typer.Typer(
+    help="Run and manage the local sidecar daemon.",
+    no_args_is_help=True,
+)
+
+
+@app.command()
+def start(
+    listen: ListenOption = None,
+    unix: UnixOption = None,
+    redis: RedisOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    allow_private: AllowPrivateOption = False,
+    allow_host: AllowHostOption = None,
+    foreground: ForegroundOption = False,
+) -> None:
+    """Start the sidecar in the background (or in the foreground)."""
+    flags: dict[str, object] = {
+        "listen": listen,
+        "unix": unix,
+        "redis": redis,
+        # Absent, not false: the config file or environment may turn it on.
+        "allow_private": True if allow_private else None,
+        "allow_hosts": allow_host,
+    }
+    settings = load_settings(data_dir, config, flags)
+    if foreground:
+        raise typer.Exit(_serve_here(settings))
+    args = _child_args(settings, config, flags)
+    _start_detached(settings, args, redis)
+
+
+def _serve_here(settings: Settings) -> int:
+    from sidecar import server
+    from sidecar.logging import setup_logging
+
+    setup_logging(settings.log_level, sys.stderr)
+    return server.run(settings)
+
+
+def _child_args(settings: Settings, config: Path | None, flags: dict[str, object]) -> list[str]:
+    """The flags to give the detached child: the user's, with paths made absolute."""
+    args: list[str] = []
+    if config is not None:
+        args += ["--config", str(config.expanduser().absolute())]
+    if flags["listen"] is not None:
+        args += ["--listen", settings.listen]
+    if flags["unix"] is not None and settings.unix:
+        args += ["--unix", settings.unix]
+    if flags["allow_private"]:
+        args.append("--allow-private")
+    for host in settings.allow_hosts if flags["allow_hosts"] else ():
+        args += ["--allow-host", host]
+    return args
+
+
+def _start_detached(settings: Settings, args: list[str], redis: str | None) -> None:
+    from mirapi_cli import daemon, output
+    from sidecar import paths
+
+    env = dict(os.environ)
+    if redis is not None:
+        # Through the environment, not argv: a Redis URL may carry a password,
+        # and every user on the machine can read a process's arguments.
+        env["MIRAPI_REDIS"] = redis
+    try:
+        started = daemon.start(args, settings.data_dir, env=env)
+    except daemon.DaemonError as error:
+        for line in error.log_tail:
+            output.note(f"  {line}")
+        log = f" (log: {paths.log_file(settings.data_dir)})" if error.log_tail else ""
+        raise CliError(error.message + log) from None
+    _report_stale(started.removed_stale)
+    state = started.state
+    output.say(f"sidecar started: pid {state.pid}, {state.address}, log {started.log_file}")
+
+
+@app.command()
+def stop(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """Stop the sidecar: SIGTERM, then SIGKILL after the grace period."""
+    from mirapi_cli import daemon, output
+
+    settings = load_settings(data_dir, config)
+    try:
+        stopped = daemon.stop(settings.data_dir, grace=settings.shutdown_grace)
+    except daemon.DaemonError as error:
+        raise CliError(error.message) from None
+    _report_stale(stopped.removed_stale)
+    if stopped.pid is None:
+        output.say("sidecar is not running")
+    elif stopped.killed:
+        grace = settings.shutdown_grace + daemon.STOP_MARGIN
+        output.say(f"sidecar killed: pid {stopped.pid} ignored SIGTERM for {grace:g} s")
+    else:
+        output.say(f"sidecar stopped: pid {stopped.pid}")
+
+
+@app.command()
+def status(
+    data_dir: DataDirOption = None, config: ConfigOption = None, json_output: JsonOption = False
+) -> None:
+    """Show whether the sidecar runs (exit 0) or not (exit 3)."""
+    from mirapi_cli import daemon, output
+
+    settings = load_settings(data_dir, config)
+    found = daemon.inspect(settings.data_dir)
+    _report_stale(found.removed_stale)
+    data = _status_data(found, settings.data_dir)
+    output.emit(data, as_json=json_output, human=lambda: _status_table(data))
+    if found.state is None:
+        raise typer.Exit(ExitCode.NOT_RUNNING)
+    if not found.running:
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def _status_data(found: Status, data_dir: Path) -> dict[str, Any]:
+    if found.state is None:
+        return {"running": False, "data_dir": str(data_dir)}
+    return {
+        "running": found.running,
+        "responding": found.health is not None,
+        **found.state.as_dict(),
+        "data_dir": str(data_dir),
+        "health": found.health,
+    }
+
+
+def _status_table(data: dict[str, Any]) -> RenderableType:
+    from mirapi_cli import output
+
+    if not data["running"] and "pid" not in data:
+        return "sidecar is not running"
+    state = "running" if data["running"] else "not responding"
+    rows = {"status": state}
+    rows |= {key: data[key] for key in ("pid", "address", "version", "started_at", "data_dir")}
+    return output.key_value_table(rows)
+
+
+@app.command()
+def logs(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, metavar="N", help="How many last lines.")
+    ] = 50,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print the detached sidecar's log (JSON lines)."""
+    from mirapi_cli import logtail, output
+    from sidecar import paths
+
+    settings = load_settings(data_dir, config)
+    path = paths.log_file(settings.data_dir)
+    if follow:
+        for line in logtail.follow(path, lines):
+            output.write_lines([line])
+        return
+    if not path.exists():
+        raise CliError(f"no log yet at {path} (the background sidecar writes it)")
+    output.write_lines(logtail.last_lines(path, lines))
+
+
+def _report_stale(reason: str | None) -> None:
+    if reason is not None:
+        from mirapi_cli import output
+
+        output.note(f"removed a stale state file: {reason}")

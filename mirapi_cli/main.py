@@ -1,0 +1,67 @@
+"""`mirapi`: the command-line tool. Wiring only; each group lives in `commands/`.
+
+Adding a group is one import and one `add_typer` line. Command modules keep
+their top-level imports to Typer and this package: shell completion runs the
+program on every TAB, so quart, hypercorn, httpx and rich are imported inside
+the commands that use them.
+
+`run()` is the console script's entry point: it runs the app in click's
+non-standalone mode so that every failure comes back to `errors.guard`,
+the one place that prints it and picks the exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Annotated, NoReturn
+
+import typer
+
+from mirapi_cli.commands.curl import curl
+from mirapi_cli.commands.sidecar import app as sidecar_app
+from mirapi_cli.errors import guard, reporter
+from sidecar import __version__
+
+app = typer.Typer(
+    name="mirapi",
+    help="MirApi: a header-driven reliability proxy for third-party HTTP APIs.",
+    no_args_is_help=True,
+    # Unexpected errors reach errors.guard, which shows a traceback only
+    # with --debug; Typer's own pretty tracebacks would bypass that.
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sidecar_app, name="sidecar")
+app.command("curl")(curl)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mirapi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of unexpected errors.")
+    ] = False,
+) -> None:
+    """MirApi: retries, failover, smart cache and idempotency for API calls."""
+    reporter.debug = debug
+
+
+def run(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run `mirapi` with `argv` (default: sys.argv) and exit with its code."""
+    args = list(argv) if argv is not None else None
+    sys.exit(guard(lambda: app(args=args, prog_name="mirapi", standalone_mode=False)))
+
+
+if __name__ == "__main__":
+    run()

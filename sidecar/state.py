@@ -1,0 +1,135 @@
+"""The running sidecar's state file (`sidecar.json`) and its claim on the data dir.
+
+    {"pid": 4242, "address": "http://127.0.0.1:8742", "version": "0.1.0",
+     "started_at": "2026-11-23T10:00:00Z"}
+
+The sidecar writes it (atomically) once it accepts connections and removes
+it when it exits; the CLI reads it to find the sidecar (`status`, `stop`,
+`curl --via`, `replay`). This module is the one owner of the format, shared
+by the writer in `sidecar/server.py` and the reader in `mirapi_cli/daemon.py`.
+
+`claim_data_dir` is the hard guarantee of one sidecar per data dir: an
+exclusive lock on the directory itself, held for the process's life and
+released by the kernel however the process ends (SIGKILL included), so it
+can never go stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sidecar import paths
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarState:
+    """What a running sidecar announces about itself."""
+
+    pid: int
+    address: str  # "http://127.0.0.1:8742", "http://[::1]:8742" or "unix:/path"
+    version: str
+    started_at: str  # ISO 8601, UTC
+
+    @classmethod
+    def now(cls, address: str, version: str) -> SidecarState:
+        """The state of this process, started now."""
+        started = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return cls(pid=os.getpid(), address=address, version=version, started_at=started)
+
+    @classmethod
+    def from_json(cls, data: object) -> SidecarState:
+        """Parse the file's JSON object; ValueError when it is not one of ours."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        try:
+            state = cls(
+                pid=data["pid"],
+                address=data["address"],
+                version=data["version"],
+                started_at=data["started_at"],
+            )
+        except KeyError as missing:
+            raise ValueError(f"no {missing} field") from None
+        if not isinstance(state.pid, int) or not isinstance(state.address, str):
+            raise ValueError("pid or address has the wrong type")
+        return state
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON object of the state file."""
+        return asdict(self)
+
+
+def read_state(data_dir: Path) -> SidecarState | None:
+    """The state file's content; None when there is none, ValueError when unreadable."""
+    try:
+        raw = paths.state_file(data_dir).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return SidecarState.from_json(json.loads(raw))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error}") from None
+
+
+def write_state(data_dir: Path, state: SidecarState) -> None:
+    """Write the state file atomically: a reader sees the old file or the new, never half."""
+    path = paths.state_file(data_dir)
+    temporary = path.with_name(f".{path.name}.{state.pid}.tmp")
+    temporary.write_text(json.dumps(state.as_dict()) + "\n")
+    os.replace(temporary, path)
+
+
+def remove_state(data_dir: Path, pid: int | None) -> bool:
+    """Remove the state file if it still names `pid` (None: whatever it names).
+
+    Returns whether a file was removed. A file naming another pid belongs to
+    a sidecar started since, and is left alone.
+    """
+    if pid is not None:
+        try:
+            current = read_state(data_dir)
+        except ValueError:
+            current = None
+        if current is None or current.pid != pid:
+            return False
+    try:
+        paths.state_file(data_dir).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class DataDirBusy(Exception):
+    """Another live sidecar holds the data dir."""
+
+
+def claim_data_dir(data_dir: Path) -> int:
+    """Lock `data_dir` for this process's lifetime; returns the fd to keep open.
+
+    Raises DataDirBusy when another process holds it. Where flock(2) does not
+    exist (Windows) nothing is locked and -1 is returned.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return -1
+    fd = os.open(paths.ensure_dir(data_dir), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirBusy(f"another sidecar is running with the data dir {data_dir}") from None
+    return fd
+
+
+def release_data_dir(fd: int) -> None:
+    """Give up the claim taken by `claim_data_dir`."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)

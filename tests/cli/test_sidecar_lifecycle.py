@@ -1,0 +1,381 @@
+"""`mirapi sidecar start | stop | status | logs`, end to end with real processes.
+
+Every command runs the real entry point (`python -m mirapi_cli.main`) with
+MIRAPI_DATA_DIR in the test's tmp dir; sidecars listen on 127.0.0.1 port 0.
+Every wait is bounded, and a fixture kills whatever a test left running.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 30.0
+
+
+class Cli:
+    """Runs `mirapi` against one data dir."""
+
+    def __init__(self, data_dir: Path, config: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "MIRAPI_DATA_DIR": str(data_dir),
+            # The test's own config file: the user's may not leak in.
+            "MIRAPI_CONFIG": str(config),
+            "NO_COLOR": "1",
+        }
+        self.command = [sys.executable, "-m", "mirapi_cli.main"]
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*self.command, *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "sidecar.json"
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.state_file.read_text())
+        return data
+
+    def start(self, *args: str) -> dict[str, Any]:
+        done = self("sidecar", "start", "--listen", "127.0.0.1:0", *args)
+        assert done.returncode == 0, done.stderr
+        return self.state()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    runner = Cli(tmp_path / "data", config)
+    yield runner
+    _kill_leftover(runner.state_file)
+
+
+def _kill_leftover(state_file: Path) -> None:
+    try:
+        pid = json.loads(state_file.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(WAIT)
+    return child.pid
+
+
+class SlowUpstream:
+    """A local HTTP upstream that answers after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        delay_seconds = delay
+        self.arrived = threading.Event()
+        arrived = self.arrived
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                arrived.set()
+                time.sleep(delay_seconds)
+                body = b'{"slow": "done"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_start_status_stop_round_trip(cli: Cli) -> None:
+    state = cli.start()
+    assert state["address"].startswith("http://127.0.0.1:")
+
+    status = cli("sidecar", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["running"] is True
+    assert data["pid"] == state["pid"] and data["address"] == state["address"]
+
+    health = httpx.get(state["address"] + "/_mirapi/healthz", timeout=WAIT)
+    assert health.status_code == 200 and health.json()["pid"] == state["pid"]
+
+    human = cli("sidecar", "status")
+    assert human.returncode == 0 and str(state["pid"]) in human.stdout
+
+    stop = cli("sidecar", "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert f"stopped: pid {state['pid']}" in stop.stdout
+    assert not cli.state_file.exists()
+
+    status = cli("sidecar", "status", "--json")
+    assert status.returncode == 3
+    assert json.loads(status.stdout)["running"] is False
+
+    again = cli("sidecar", "stop")
+    assert again.returncode == 0
+    assert "not running" in again.stdout
+
+
+def test_a_second_start_is_refused(cli: Cli) -> None:
+    state = cli.start()
+    second = cli("sidecar", "start", "--listen", "127.0.0.1:0")
+    assert second.returncode == 1
+    assert f"pid {state['pid']}" in second.stderr and state["address"] in second.stderr
+    assert cli.state()["pid"] == state["pid"]
+
+
+def test_stale_state_file_is_detected_and_removed(cli: Cli) -> None:
+    cli.data_dir.mkdir(parents=True)
+    pid = dead_pid()
+    stale = {"pid": pid, "address": "http://127.0.0.1:9", "version": "0", "started_at": "x"}
+    cli.state_file.write_text(json.dumps(stale))
+
+    status = cli("sidecar", "status")
+    assert status.returncode == 3
+    assert "stale" in status.stderr and str(pid) in status.stderr
+    assert not cli.state_file.exists()
+
+
+def test_a_reused_pid_is_stale_too(cli: Cli) -> None:
+    # The pid is alive but runs something else (here: pytest itself).
+    cli.data_dir.mkdir(parents=True)
+    stale = {"pid": os.getpid(), "address": "http://127.0.0.1:9", "version": "0", "started_at": "x"}
+    cli.state_file.write_text(json.dumps(stale))
+    status = cli("sidecar", "status")
+    assert status.returncode == 3
+    assert "no longer a mirapi sidecar" in status.stderr
+    assert not cli.state_file.exists()
+
+
+@pytest.fixture
+def hung_sidecar(cli: Cli) -> Iterator[subprocess.Popen[str]]:
+    """A process that looks like a sidecar (`mirapi` in its command line) but never
+    answers, and ignores SIGTERM; its state file names an address nobody serves."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "mirapi-hung"], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    cli.data_dir.mkdir(parents=True)
+    state = {"pid": process.pid, "address": "http://127.0.0.1:9", "version": "0", "started_at": "x"}
+    cli.state_file.write_text(json.dumps(state))
+    yield process
+    process.kill()
+    process.wait(WAIT)
+
+
+def test_an_unresponsive_sidecar_is_reported_and_killed_by_stop(
+    cli: Cli, hung_sidecar: subprocess.Popen[str]
+) -> None:
+    status = cli("sidecar", "status", "--json")
+    assert status.returncode == 1
+    assert json.loads(status.stdout)["responding"] is False
+
+    start = cli("sidecar", "start", "--listen", "127.0.0.1:0")
+    assert start.returncode == 1
+    assert f"pid {hung_sidecar.pid}" in start.stderr and "does not answer" in start.stderr
+
+    stop = cli("sidecar", "stop", MIRAPI_SHUTDOWN_GRACE="0s")
+    assert stop.returncode == 0, stop.stderr
+    assert f"killed: pid {hung_sidecar.pid}" in stop.stdout
+    assert hung_sidecar.wait(WAIT) == -signal.SIGKILL
+    assert not cli.state_file.exists()
+
+
+def test_start_replaces_a_stale_state_file(cli: Cli) -> None:
+    cli.data_dir.mkdir(parents=True)
+    stale = {"pid": dead_pid(), "address": "http://127.0.0.1:9", "version": "0", "started_at": "x"}
+    cli.state_file.write_text(json.dumps(stale))
+    state = cli.start()
+    assert state["pid"] != stale["pid"]
+    assert cli("sidecar", "status").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--listen", "127.0.0.1:http"], {}, "--listen"),
+        ([], {"MIRAPI_MAX_BODY": "10 parsecs"}, "MIRAPI_MAX_BODY"),
+    ],
+)
+def test_bad_config_value_names_the_key(
+    cli: Cli, args: list[str], env: dict[str, str], named: str
+) -> None:
+    done = cli("sidecar", "start", *args, **env)
+    assert done.returncode == 1
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not cli.state_file.exists()
+
+
+def test_unknown_key_in_the_config_file(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("retires = 3\n")
+    done = cli("sidecar", "start")
+    assert done.returncode == 1
+    assert "retires" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_start_failure_shows_the_log_tail(cli: Cli) -> None:
+    state = cli.start()
+    port = state["address"].rsplit(":", 1)[1]
+    other = Cli(cli.data_dir.parent / "other", Path(cli.env["MIRAPI_CONFIG"]))
+    done = other("sidecar", "start", "--listen", f"127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert "exited during start-up" in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert not other.state_file.exists()
+
+
+def test_foreground_sigterm_exits_0_and_removes_the_state_file(cli: Cli) -> None:
+    process = cli.popen("sidecar", "start", "--foreground", "--listen", "127.0.0.1:0")
+    try:
+        deadline = time.monotonic() + WAIT
+        while not cli.state_file.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no state file"
+            time.sleep(0.05)
+        assert cli.state()["pid"] == process.pid
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert not cli.state_file.exists()
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    assert any("listening on" in line.get("message", "") for line in lines)
+
+
+def test_in_flight_request_finishes_during_stop(cli: Cli) -> None:
+    upstream = SlowUpstream(delay=1.5)
+    try:
+        state = cli.start("--allow-private")
+        result: dict[str, Any] = {}
+
+        def call() -> None:
+            headers = {"X-Target-URL": upstream.url + "/slow"}
+            result["response"] = httpx.get(state["address"] + "/", headers=headers, timeout=WAIT)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        assert upstream.arrived.wait(WAIT)
+        stop = cli("sidecar", "stop")
+        caller.join(WAIT)
+    finally:
+        upstream.close()
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped" in stop.stdout
+    assert result["response"].status_code == 200
+    assert result["response"].json() == {"slow": "done"}
+
+
+def test_logs_shows_the_last_lines(cli: Cli) -> None:
+    state = cli.start()
+    httpx.get(state["address"] + "/_mirapi/healthz", timeout=WAIT)
+    cli("sidecar", "stop")
+
+    logs = cli("sidecar", "logs", "-n", "2")
+    assert logs.returncode == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(json.loads(line)["time"] for line in lines)
+    assert json.loads(lines[-1])["message"] == "stopped"
+
+    everything = cli("sidecar", "logs")
+    assert any(f"pid {state['pid']}" in line for line in everything.stdout.splitlines())
+
+
+def test_logs_follow_prints_new_lines(cli: Cli) -> None:
+    state = cli.start()
+    follower = cli.popen("sidecar", "logs", "-f", "-n", "0")
+    try:
+        time.sleep(0.5)  # let it reach the end of the file before new lines come
+        assert cli("sidecar", "stop").returncode == 0
+        deadline = time.monotonic() + WAIT
+        seen = ""
+        assert follower.stdout is not None
+        while '"stopped"' not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += follower.stdout.readline()
+        assert f"pid {state['pid']}" not in seen  # -n 0: only what came after
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(WAIT)
+    assert follower.returncode == 130
+
+
+def test_logs_without_a_log_file(cli: Cli) -> None:
+    done = cli("sidecar", "logs")
+    assert done.returncode == 1
+    assert "no log yet" in done.stderr
+
+
+def test_unix_socket_sidecar(cli: Cli, tmp_path: Path) -> None:
+    socket_path = tmp_path / "mirapi.sock"
+    done = cli("sidecar", "start", "--unix", str(socket_path))
+    assert done.returncode == 0, done.stderr
+    assert cli.state()["address"] == f"unix:{socket_path}"
+    status = cli("sidecar", "status", "--json")
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["health"]["status"] == "ok"
+    assert cli("sidecar", "stop").returncode == 0
+    assert not socket_path.exists()
+
+
+def test_version_and_usage_errors(cli: Cli) -> None:
+    version = cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.startswith("mirapi ")
+    usage = cli("sidecar", "status", "--no-such-flag")
+    assert usage.returncode == 2
+    assert "Traceback" not in usage.stderr
