@@ -118,7 +118,7 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 2
     """Status code of a GET, or 0 if the server did not answer."""
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             resp.read()
             return int(resp.status)
     except urllib.error.HTTPError as exc:
@@ -329,7 +329,9 @@ def start_upstream(kind: str, tmp: Path) -> Upstream:
         if wait_http(url + "/", 10, proc):
             return Upstream("nginx", url, proc)
         stop_process(proc, "nginx")
-        msg = f"nginx failed to start:\n{tail(ndir / 'nginx-error.log')}\n{tail(ndir / 'stdout.log')}"
+        msg = (
+            f"nginx failed to start:\n{tail(ndir / 'nginx-error.log')}\n{tail(ndir / 'stdout.log')}"
+        )
         if kind == "nginx":
             raise BenchError(msg)
         log(msg + "\nfalling back to the built-in upstream")
@@ -481,8 +483,11 @@ def summarise(results: list[WrkResult], rss_end: float | None, rss_peak: float |
     def pick(target: str, conc: int) -> list[WrkResult]:
         return [r for r in results if r.target == target and r.concurrency == conc]
 
-    d1, s1, d32, s32 = pick("direct", 1), pick("sidecar", 1), pick("direct", 32), pick(
-        "sidecar", 32
+    d1, s1, d32, s32 = (
+        pick("direct", 1),
+        pick("sidecar", 1),
+        pick("direct", 32),
+        pick("sidecar", 32),
     )
     cpu1 = [r.cpu_us_per_req for r in s1 if r.cpu_us_per_req is not None]
     cpu32 = [r.cpu_us_per_req for r in s32 if r.cpu_us_per_req is not None]
@@ -528,7 +533,13 @@ def print_table(s: Summary, meta: dict[str, Any]) -> None:
             f(s.added_p50_ms),
             f"{s.checks['added_p50']} (added <= {BAR_ADDED_P50_MS} ms)",
         ),
-        ("p99 @c=1 (ms)", f(s.direct_p99_ms), f(s.sidecar_p99_ms), f(s.sidecar_p99_ms - s.direct_p99_ms), ""),
+        (
+            "p99 @c=1 (ms)",
+            f(s.direct_p99_ms),
+            f(s.sidecar_p99_ms),
+            f(s.sidecar_p99_ms - s.direct_p99_ms),
+            "",
+        ),
         (
             "req/s @c=32",
             f(s.direct_rps, "{:,.0f}"),
@@ -597,11 +608,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="command starting the sidecar in the foreground; placeholders {python}, {port}, "
         "{host}, {data_dir}; run from the repository root",
     )
-    g.add_argument("--proxy-url", help="bench an already running proxy instead (e.g. http://127.0.0.1:8787)")
-    p.add_argument("--proxy-pid", type=int, help="PID of --proxy-url's process, for RSS/CPU (default: found from the listening socket)")
+    g.add_argument(
+        "--proxy-url", help="bench an already running proxy instead (e.g. http://127.0.0.1:8787)"
+    )
+    p.add_argument(
+        "--proxy-pid",
+        type=int,
+        help="PID of --proxy-url's process, for RSS/CPU (default: found from the listening socket)",
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds of untimed load first (0: none)")
+    p.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds of untimed load first (0: none)"
+    )
     p.add_argument(
         "--extra-header",
         action="append",
@@ -693,7 +712,9 @@ def main(argv: list[str] | None = None) -> int:
                             raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
                         ),
                         non_2xx=int(raw["status"]),
-                        cpu_us_per_req=(cpu * 1e6 / req) if (name == "sidecar" and pids and req) else None,
+                        cpu_us_per_req=(cpu * 1e6 / req)
+                        if (name == "sidecar" and pids and req)
+                        else None,
                     )
                     results.append(r)
                     bad = f" errors={r.socket_errors} non2xx={r.non_2xx}" if r.error_ratio else ""

@@ -32,9 +32,7 @@ RESPONSE = (
     b"\r\n" + BODY
 )
 RESPONSE_CLOSE = RESPONSE.replace(b"Connection: keep-alive", b"Connection: close")
-RESPONSE_411 = (
-    b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-)
+RESPONSE_411 = b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MAX_HEADER = 64 * 1024
 
 
@@ -115,7 +113,9 @@ class UpstreamProtocol(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(
+        UpstreamProtocol, host, port, backlog=1024, reuse_address=True
+    )
     bound = server.sockets[0].getsockname()[1]
     print(f"READY {bound}", flush=True)
     stop = asyncio.Event()
