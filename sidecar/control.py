@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from quart import Quart
+from quart import Quart, Response
+
+from sidecar.errors import NotFound, error_body, error_headers
+from sidecar.exchange import new_request_id
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -25,5 +28,16 @@ def make_control_app(sidecar: Sidecar) -> Quart:
     @app.get("/_mirapi/readyz")
     async def readyz() -> dict[str, Any]:
         return {"status": "ready"}
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        # The sidecar's own errors are JSON everywhere, never Quart's HTML page.
+        error = NotFound("no such sidecar endpoint", code="not_found")
+        request_id = new_request_id()
+        return Response(
+            error_body(error, request_id),
+            status=404,
+            headers=dict(error_headers(error, request_id)),
+        )
 
     return app
