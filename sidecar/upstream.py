@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from sidecar.egress import Egress, VettedResolver
 from sidecar.errors import BadRequest, UpstreamFailure
 from sidecar.exchange import Headers, Response
+from sidecar.transport import AiohttpStreamingTransport
 
 #: Response headers that describe the hop, not the message (RFC 9110 §7.6.1);
 #: the ASGI server frames the body to the client itself.
@@ -108,7 +108,7 @@ class UpstreamClient:
         # Built lazily: an aiohttp session must be made inside the running loop.
         if self._transport is None:
             session = _aiohttp_session(self._egress, self._max_connections)
-            self._transport = AiohttpTransport(client=session)
+            self._transport = AiohttpStreamingTransport(session)
         return self._transport
 
     async def aclose(self) -> None:
