@@ -17,7 +17,6 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
-from httpx_aiohttp import AiohttpTransport
 
 from sidecar import egress
 from sidecar.egress import (
@@ -31,6 +30,7 @@ from sidecar.egress import (
     parse_ip_literal,
 )
 from sidecar.errors import EgressDenied, UpstreamUnreachable
+from sidecar.transport import AiohttpStreamingTransport
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
@@ -535,9 +535,9 @@ async def test_refused_name_never_reaches_a_connect(spy_factory: Any) -> None:
     assert spy.attempts == []
 
 
-async def test_refusal_comes_through_httpx_aiohttp_unchanged(spy_factory: Any) -> None:
+async def test_refusal_comes_through_the_httpx_transport_unchanged(spy_factory: Any) -> None:
     spy = spy_factory(allow=False)
-    transport = AiohttpTransport(client=session_for(policy({"internal.test": ["10.0.0.1"]})))
+    transport = AiohttpStreamingTransport(session_for(policy({"internal.test": ["10.0.0.1"]})))
     try:
         with pytest.raises(EgressDenied):
             await transport.handle_async_request(httpx.Request("GET", "http://internal.test/"))
