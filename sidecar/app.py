@@ -175,12 +175,6 @@ def _host_of(url: str) -> str:
     return rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
 
 
-#: A fixed-length upstream body up to this size is read and sent in one
-#: message: it is usually in the buffer already, and one send instead of two
-#: saves the server a write per request. Longer or unsized bodies stream.
-WHOLE_BODY_LIMIT = 64 * 1024
-
-
 async def send_response(response: Response, send: ASGISend) -> None:
     """Send `response` over ASGI, streaming an upstream body as it arrives.
 
@@ -189,8 +183,6 @@ async def send_response(response: Response, send: ASGISend) -> None:
     sees an incomplete response (SPEC §2.9).
     """
     headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
-    if response.stream is not None and _small_fixed_length(response):
-        await response.read(WHOLE_BODY_LIMIT)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     if response.stream is None:
         await send({"type": "http.response.body", "body": response.body})
@@ -201,13 +193,6 @@ async def send_response(response: Response, send: ASGISend) -> None:
     finally:
         await response.discard()
     await send({"type": "http.response.body", "body": b""})
-
-
-def _small_fixed_length(response: Response) -> bool:
-    for name, value in response.headers:
-        if name == "content-length":
-            return value.isdigit() and int(value) <= WHOLE_BODY_LIMIT
-    return False
 
 
 def create_app(settings: Settings) -> Sidecar:

@@ -20,6 +20,10 @@ import yarl
 
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
 _CHUNK = 64 * 1024
+#: A fixed-length body up to this size is read inside the attempt: it is
+#: usually in the buffer already, reading it whole is cheaper than streaming,
+#: and a body cut short is then still a retryable failure.
+WHOLE_BODY_LIMIT = 64 * 1024
 
 
 @lru_cache(maxsize=64)
@@ -67,6 +71,19 @@ class AiohttpStreamingTransport(httpx.AsyncBaseTransport):
             allow_redirects=False,
             timeout=_client_timeout(timeout),
         )
+        length = response.content_length
+        if length is not None and length <= WHOLE_BODY_LIMIT:
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            return httpx.Response(
+                status_code=response.status,
+                headers=response.raw_headers,
+                content=body,
+                request=request,
+                extensions=_EXTENSIONS,
+            )
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,

@@ -178,10 +178,15 @@ def _response_from(upstream: httpx.Response) -> Response:
         if name.lower().decode("latin-1") not in HOP_BY_HOP
     ]
     stream = upstream.stream
+    if isinstance(stream, httpx.ByteStream):
+        # Read whole by the transport (a small fixed-length body). Not
+        # `.content`: that would undo a Content-Encoding the client must see.
+        return Response(status=upstream.status_code, headers=headers, body=b"".join(stream))
+    assert isinstance(stream, httpx.AsyncByteStream)
     return Response(
         status=upstream.status_code,
         headers=headers,
-        stream=_mapped_stream(stream),  # type: ignore[arg-type]
+        stream=_mapped_stream(stream),
         close=upstream.aclose,
     )
 

@@ -383,3 +383,17 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
     for path in ("/_mirapi/healthz", "/_mirapi/livez", "/_mirapi/readyz"):
         response = await client.get(path)
         assert response.status_code == 200, path
+
+
+async def test_small_body_cut_short_is_retried(
+    client: httpx.AsyncClient, upstream: Upstream
+) -> None:
+    from tests.support.upstream import truncated
+
+    upstream.then(truncated())
+    response = await client.get(
+        "/", headers={"X-Target-URL": upstream.url, "X-Retry-Count": "1", "X-Retry-Delay": "1ms"}
+    )
+    assert response.status_code == 200
+    assert response.content == b'{"ok":true}'
+    assert response.headers["x-rescued"] == "retry"

@@ -134,3 +134,17 @@ async def start_upstream() -> tuple[Upstream, web.AppRunner]:
     port = server.sockets[0].getsockname()[1]
     upstream.url = f"http://127.0.0.1:{port}"
     return upstream, runner
+
+
+def truncated(declared: int = 100, sent: bytes = b"partial") -> Behaviour:
+    """Promise `declared` bytes, send fewer, then drop the connection."""
+
+    async def behave(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(declared)})
+        await response.prepare(request)
+        await response.write(sent)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    return behave
