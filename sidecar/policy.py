@@ -147,37 +147,23 @@ def _json_pointer(header: str, value: str) -> str:
     return value
 
 
-#: header name (lower case) -> (policy field, parser). One line per header.
-_PARSERS = {
-    "x-target-url": ("target_url", parse_target_url),
-    "x-route-key": ("route_key", _token),
-    "x-retry-count": ("retry_count", _retry_count),
-    "x-retry-delay": ("retry_delay", _duration),
-    "x-retry-on": ("retry_on", _retry_on),
-    "x-timeout": ("timeout", _positive_duration),
-    "x-deadline": ("deadline", _positive_duration),
-    "x-failover-url": ("failover_urls", _failover),
-    "x-proxy-idempotency-key": ("idempotency_key", _token),
-    "x-request-id": ("request_id", _token),
-    "x-extract": ("extract", _json_pointer),
-    "x-proxy-debug": ("debug", _switch),
-}
-
-#: The display spelling of each header, for error messages.
-_DISPLAY = {
-    "x-target-url": "X-Target-URL",
-    "x-route-key": "X-Route-Key",
-    "x-retry-count": "X-Retry-Count",
-    "x-retry-delay": "X-Retry-Delay",
-    "x-retry-on": "X-Retry-On",
-    "x-timeout": "X-Timeout",
-    "x-deadline": "X-Deadline",
-    "x-failover-url": "X-Failover-URL",
-    "x-proxy-idempotency-key": "X-Proxy-Idempotency-Key",
-    "x-request-id": "X-Request-ID",
-    "x-extract": "X-Extract",
-    "x-proxy-debug": "X-Proxy-Debug",
-}
+#: Each header the policy reads, as it is spelled in messages, with its
+#: policy field and parser. One line per header.
+_HEADERS = (
+    ("X-Target-URL", "target_url", parse_target_url),
+    ("X-Route-Key", "route_key", _token),
+    ("X-Retry-Count", "retry_count", _retry_count),
+    ("X-Retry-Delay", "retry_delay", _duration),
+    ("X-Retry-On", "retry_on", _retry_on),
+    ("X-Timeout", "timeout", _positive_duration),
+    ("X-Deadline", "deadline", _positive_duration),
+    ("X-Failover-URL", "failover_urls", _failover),
+    ("X-Proxy-Idempotency-Key", "idempotency_key", _token),
+    ("X-Request-ID", "request_id", _token),
+    ("X-Extract", "extract", _json_pointer),
+    ("X-Proxy-Debug", "debug", _switch),
+)
+_PARSERS = {display.lower(): (display, field, parse) for display, field, parse in _HEADERS}
 
 HEADERS_READ = frozenset(_PARSERS)
 
@@ -189,8 +175,8 @@ def parse_policy(headers: dict[str, str], default_timeout: float = 30.0) -> Requ
     that forward them. Raises BadHeader on the first bad value.
     """
     values: dict[str, object] = {"timeout": default_timeout}
-    for name, (field_name, parser) in _PARSERS.items():
+    for name, (display, field_name, parser) in _PARSERS.items():
         raw = headers.get(name)
         if raw is not None:
-            values[field_name] = parser(_DISPLAY[name], raw)
+            values[field_name] = parser(display, raw)
     return RequestPolicy(**values)  # type: ignore[arg-type]

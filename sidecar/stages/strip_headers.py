@@ -11,6 +11,7 @@ sent more than once, so that upstreams such as Stripe deduplicate.
 from __future__ import annotations
 
 from sidecar.exchange import Exchange, Headers, Next, Response
+from sidecar.upstream import HOP_BY_HOP
 
 PROXY_PREFIXES = (
     "x-mirapi-",
@@ -27,19 +28,6 @@ PROXY_PREFIXES = (
     "x-idempotency-",
 )
 PROXY_NAMES = frozenset({"x-timeout", "x-deadline"})
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
 #: Set anew for the upstream hop rather than copied from the client's.
 RECOMPUTED = frozenset({"host", "content-length"})
 DROPPED = PROXY_NAMES | HOP_BY_HOP | RECOMPUTED
