@@ -9,6 +9,7 @@ serving the sidecar's own endpoints under `/_mirapi/`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -104,7 +105,13 @@ class Sidecar:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.access_log = AccessLog.from_root()
-                await self.control.startup()
+                try:
+                    await self.control.startup()
+                except Exception as error:
+                    # Tell the server, which then refuses to serve, rather
+                    # than serving half-started.
+                    await send({"type": "lifespan.startup.failed", "message": repr(error)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.client.aclose()
@@ -139,6 +146,14 @@ class Sidecar:
             )
         except ConnectionResetError:
             return
+        except Exception:
+            # A bug, not the client's doing: logged (redacted) with its
+            # traceback, answered with the JSON error shape, never a bare 500.
+            log.exception("unexpected error while proxying request %s", request_id)
+            crash = MirApiError("the sidecar failed unexpectedly; see its log")
+            response = Response(
+                crash.status, error_headers(crash, request_id), error_body(crash, request_id)
+            )
         await send_response(response, send)
         self._log_access(scope, exchange, response.status, started, request_id)
 
@@ -150,7 +165,7 @@ class Sidecar:
         started: float,
         request_id: str,
     ) -> None:
-        target = exchange.answered_by or exchange.target if exchange else ""
+        target = (exchange.answered_by or exchange.target) if exchange else ""
         line = {
             "request_id": request_id,
             "method": scope["method"],
@@ -164,8 +179,6 @@ class Sidecar:
 
     def health(self) -> dict[str, Any]:
         """What /_mirapi/healthz reports."""
-        import os
-
         return {"status": "ok", "version": __version__, "pid": os.getpid()}
 
 

@@ -397,3 +397,23 @@ async def test_small_body_cut_short_is_retried(
     assert response.status_code == 200
     assert response.content == b'{"ok":true}'
     assert response.headers["x-rescued"] == "retry"
+
+
+async def test_a_bug_is_a_json_500_not_a_bare_one(tmp_path: object, upstream: Upstream) -> None:
+    from pathlib import Path
+
+    from sidecar.app import Sidecar
+    from sidecar.egress import EgressPolicy
+    from tests.conftest import make_settings
+    from tests.support.servers import serving
+
+    app = Sidecar(make_settings(Path(str(tmp_path))), egress=EgressPolicy(allow_private=True))
+
+    async def broken(_: object) -> None:
+        raise RuntimeError("a bug")
+
+    app.chain = broken  # type: ignore[assignment]
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        response = await http.get("/", headers={"X-Target-URL": upstream.url})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
