@@ -38,12 +38,3 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a size (use bytes or 512KiB, 10MiB, 1GB)")
     unit = match.group(2).lower() if match.group(2) else None
     return int(match.group(1)) * _BYTES_PER_UNIT[unit]
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of `seconds` that parse_duration reads back."""
-    millis = round(seconds * 1000)
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if millis and millis % size == 0:
-            return f"{millis // size}{unit}"
-    return f"{millis}ms"

@@ -165,8 +165,6 @@ _HEADERS = (
 )
 _PARSERS = {display.lower(): (display, field, parse) for display, field, parse in _HEADERS}
 
-HEADERS_READ = frozenset(_PARSERS)
-
 
 def parse_policy(headers: dict[str, str], default_timeout: float = 30.0) -> RequestPolicy:
     """Build the policy from `headers` (lower-case names, first value wins).

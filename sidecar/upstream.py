@@ -66,17 +66,14 @@ def _aiohttp_session(egress: Egress, max_connections: int) -> aiohttp.ClientSess
 
 
 def _failure_kind(exc: BaseException) -> str:
-    """Envoy's word for what went wrong, from the aiohttp cause under httpx's error."""
-    # httpx-aiohttp maps every aiohttp connection error to ConnectTimeout,
-    # so the aiohttp cause underneath is what tells a reset from a timeout.
-    cause = exc.__cause__ or exc
-    if isinstance(cause, TimeoutError | aiohttp.ServerTimeoutError):
+    """Envoy's word for what went wrong: timeout, connect-failure or reset.
+
+    Our aiohttp transport raises aiohttp's own errors; an injected httpx
+    transport (respx in unit tests) raises httpx's.
+    """
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError | httpx.TimeoutException):
         return "timeout"
-    if isinstance(cause, aiohttp.ClientConnectorError | ConnectionRefusedError):
-        return "connect-failure"
-    if cause is exc and isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if cause is exc and isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | httpx.ConnectError):
         return "connect-failure"
     return "reset"
 
@@ -84,10 +81,9 @@ def _failure_kind(exc: BaseException) -> str:
 def _safe_detail(exc: BaseException) -> str:
     # Exception text can echo a URL's credentials; keep only the class name
     # and the OS error text, which never hold request data.
-    cause = exc.__cause__ or exc
-    if isinstance(cause, OSError) and cause.strerror:
-        return f"{type(cause).__name__}: {cause.strerror}"
-    return type(cause).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
 
 
 class UpstreamClient:
@@ -172,11 +168,11 @@ def _build_request(
 
 
 def _response_from(upstream: httpx.Response) -> Response:
-    headers = [
+    decoded = (
         (name.decode("latin-1").lower(), value.decode("latin-1"))
         for name, value in upstream.headers.raw
-        if name.lower().decode("latin-1") not in HOP_BY_HOP
-    ]
+    )
+    headers = [(name, value) for name, value in decoded if name not in HOP_BY_HOP]
     stream = upstream.stream
     if isinstance(stream, httpx.ByteStream):
         # Read whole by the transport (a small fixed-length body). Not
