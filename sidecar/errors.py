@@ -14,7 +14,9 @@
     ├── IdempotencyKeyReused      422 idempotency_key_reused
     ├── RateLimited               429 rate_limited       (Retry-After)
     ├── UpstreamUnreachable       502 upstream_unreachable
-    ├── ServiceUnavailable        503 circuit_open / store_unavailable (Retry-After)
+    ├── ServiceUnavailable        503 (Retry-After)
+    │   ├── CircuitOpen           503 circuit_open      no upstream call made
+    │   └── StoreUnavailable      503 store_unavailable the store did not answer
     └── GatewayTimeout            504 upstream_timeout / deadline_exceeded
 
 Every error carries a message that is safe to show and to log: it never holds
@@ -124,6 +126,18 @@ class UpstreamUnreachable(MirApiError):
 class ServiceUnavailable(MirApiError):
     status = 503
     code = "service_unavailable"
+
+
+class CircuitOpen(ServiceUnavailable):
+    """The upstream host's breaker is open: the attempt was not made."""
+
+    code = "circuit_open"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The store (Redis, SQLite) did not answer; raised only by store backends."""
+
+    code = "store_unavailable"
 
 
 class GatewayTimeout(MirApiError):

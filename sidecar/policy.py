@@ -46,6 +46,27 @@ class RetryOn:
 
 
 @dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """`X-Smart-Cache: TTL[; serve-fresh]`: keep 2xx answers to rescue failures."""
+
+    ttl: float
+    #: Answer from a fresh entry without calling the upstream at all.
+    serve_fresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """`X-Circuit-Breaker: on[; threshold=N][; cooldown=D]`, per upstream host."""
+
+    threshold: int = 5
+    cooldown: float = 30.0
+
+
+#: How long an in-flight idempotency lock lives unless renewed (SPEC §2.3).
+DEFAULT_IDEMPOTENCY_LOCK_TTL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class RequestPolicy:
     """Everything the proxy headers asked for, typed and validated."""
 
@@ -58,6 +79,12 @@ class RequestPolicy:
     deadline: float | None = None
     failover_urls: tuple[str, ...] = ()
     idempotency_key: str | None = None
+    #: X-Idempotency-TTL: the in-flight lock's lifetime when its holder dies.
+    idempotency_lock_ttl: float = DEFAULT_IDEMPOTENCY_LOCK_TTL
+    #: X-Idempotency-Wait: off answers a duplicate in flight with 409 at once.
+    idempotency_wait: bool = True
+    smart_cache: CachePolicy | None = None
+    circuit_breaker: BreakerPolicy | None = None
     request_id: str | None = None
     extract: str | None = None
     debug: bool = False
@@ -147,6 +174,53 @@ def _json_pointer(header: str, value: str) -> str:
     return value
 
 
+def _parameters(header: str, value: str) -> tuple[str, dict[str, str]]:
+    """`head; name=value; flag` split into the head and a parameter map."""
+    head, *rest = (part.strip() for part in value.split(";"))
+    params: dict[str, str] = {}
+    for part in rest:
+        if not part:
+            continue
+        name, sep, arg = part.partition("=")
+        name = name.strip().lower()
+        if name in params:
+            raise BadHeader(header, f"{name!r} is given twice")
+        params[name] = arg.strip() if sep else ""
+    return head, params
+
+
+def _smart_cache(header: str, value: str) -> CachePolicy | None:
+    head, params = _parameters(header, value)
+    if head.lower() == "off" and not params:
+        return None
+    ttl = _positive_duration(header, head)
+    for name in params:
+        if name != "serve-fresh":
+            raise BadHeader(header, f"unknown parameter {name!r} (known: serve-fresh)")
+    if params.get("serve-fresh", ""):
+        raise BadHeader(header, "serve-fresh takes no value")
+    return CachePolicy(ttl=ttl, serve_fresh="serve-fresh" in params)
+
+
+def _circuit_breaker(header: str, value: str) -> BreakerPolicy | None:
+    head, params = _parameters(header, value)
+    if not _switch(header, head):
+        if params:
+            raise BadHeader(header, "parameters need the breaker on")
+        return None
+    threshold, cooldown = 5, 30.0
+    for name, arg in params.items():
+        if name == "threshold":
+            if not arg.isdigit() or not 1 <= int(arg) <= 1000:
+                raise BadHeader(header, f"threshold {arg!r} is not a whole number from 1 to 1000")
+            threshold = int(arg)
+        elif name == "cooldown":
+            cooldown = _positive_duration(header, arg)
+        else:
+            raise BadHeader(header, f"unknown parameter {name!r} (known: threshold, cooldown)")
+    return BreakerPolicy(threshold=threshold, cooldown=cooldown)
+
+
 #: Each header the policy reads, as it is spelled in messages, with its
 #: policy field and parser. One line per header.
 _HEADERS = (
@@ -159,6 +233,10 @@ _HEADERS = (
     ("X-Deadline", "deadline", _positive_duration),
     ("X-Failover-URL", "failover_urls", _failover),
     ("X-Proxy-Idempotency-Key", "idempotency_key", _token),
+    ("X-Idempotency-TTL", "idempotency_lock_ttl", _positive_duration),
+    ("X-Idempotency-Wait", "idempotency_wait", _switch),
+    ("X-Smart-Cache", "smart_cache", _smart_cache),
+    ("X-Circuit-Breaker", "circuit_breaker", _circuit_breaker),
     ("X-Request-ID", "request_id", _token),
     ("X-Extract", "extract", _json_pointer),
     ("X-Proxy-Debug", "debug", _switch),

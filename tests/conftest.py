@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,6 +11,7 @@ import pytest
 from sidecar.app import Sidecar
 from sidecar.config import Settings
 from sidecar.egress import EgressPolicy
+from tests.support.redis import RedisServer
 from tests.support.servers import serving
 from tests.support.upstream import Upstream, start_upstream
 
@@ -46,3 +47,23 @@ async def client(sidecar_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client pointed at the test sidecar."""
     async with httpx.AsyncClient(base_url=sidecar_url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the session (skipped when not installed)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The private server's unix:// URL, emptied for this test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
