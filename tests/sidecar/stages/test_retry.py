@@ -6,26 +6,11 @@ import email.utils
 
 import pytest
 
-from sidecar.clock import Clock
 from sidecar.errors import UpstreamFailure
 from sidecar.exchange import Exchange, Response
 from sidecar.policy import RETRY_DELAY_CAP, parse_policy
 from sidecar.stages.retry import Retry, backoff_delay, upstream_wait
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
-
-    def clock(self, draw: float = 1.0) -> Clock:
-        return Clock(
-            now=lambda: self.t, monotonic=lambda: self.t, sleep=self.sleep, random=lambda: draw
-        )
+from tests.support.clock import FakeClock
 
 
 def exchange(headers: dict[str, str], started: float = 1000.0) -> Exchange:
