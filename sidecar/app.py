@@ -23,6 +23,8 @@ from sidecar.exchange import Exchange, Response, new_request_id
 from sidecar.logging import AccessLog
 from sidecar.pipeline import build_chain
 from sidecar.policy import parse_policy
+from sidecar.store import store_for
+from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
 
 Scope = dict[str, Any]
@@ -76,6 +78,7 @@ class Sidecar:
         *,
         egress: Egress | None = None,
         client: UpstreamClient | None = None,
+        store: Store | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
@@ -84,7 +87,14 @@ class Sidecar:
             allow_private=settings.allow_private, allow_hosts=settings.allow_hosts
         )
         self.client = client or UpstreamClient(self.egress)
-        self.chain = build_chain(self.client, settings.max_body, clock)
+        self.store = store or store_for(settings, clock)
+        self.chain = build_chain(
+            self.client,
+            self.store,
+            max_body=settings.max_body,
+            cache_entry_limit=cache_entry_limit(settings),
+            clock=clock,
+        )
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)
         self.access_log = AccessLog(None)
@@ -106,6 +116,7 @@ class Sidecar:
             if message["type"] == "lifespan.startup":
                 self.access_log = AccessLog.from_root()
                 try:
+                    await self.store.open()
                     await self.control.startup()
                 except Exception as error:
                     # Tell the server, which then refuses to serve, rather
@@ -115,6 +126,7 @@ class Sidecar:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.client.aclose()
+                await self.store.close()
                 await self.control.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -180,6 +192,20 @@ class Sidecar:
     def health(self) -> dict[str, Any]:
         """What /_mirapi/healthz reports."""
         return {"status": "ok", "version": __version__, "pid": os.getpid()}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """What /_mirapi/readyz reports: degraded (not ready) while the store is lost."""
+        store = self.store.health()
+        body: dict[str, Any] = {"status": "ready" if store.ok else "degraded"}
+        body["store"] = {"backend": store.backend, "ok": store.ok}
+        if store.reason is not None:
+            body["reason"] = store.reason
+        return store.ok, body
+
+
+def cache_entry_limit(settings: Settings) -> int:
+    """The largest response the smart cache keeps: it must fit the cache and a body."""
+    return min(settings.max_body, settings.cache_max_bytes)
 
 
 def _host_of(url: str) -> str:

@@ -26,8 +26,13 @@ def make_control_app(sidecar: Sidecar) -> Quart:
         return {"status": "ok"}
 
     @app.get("/_mirapi/readyz")
-    async def readyz() -> dict[str, Any]:
-        return {"status": "ready"}
+    async def readyz() -> tuple[dict[str, Any], int, dict[str, str]]:
+        # 503 while degraded, so a probe can tell; the sidecar still proxies,
+        # on local state. Every 503 the sidecar sends carries Retry-After.
+        ready, body = sidecar.readiness()
+        if ready:
+            return body, 200, {}
+        return body, 503, {"Retry-After": "1"}
 
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:

@@ -1,8 +1,10 @@
 """One resilient call made in-process: the engine behind `mirapi curl`.
 
 It runs the very chain the sidecar runs, so a one-off call gets the same
-retries, timeouts and failover. There is no egress policy: the user typed
-the URL.
+retries, timeouts, failover, smart cache, breaker and idempotency. There is
+no egress policy: the user typed the URL. Given the sidecar's store (the
+same Redis, or the same data dir), a one-off call shares its cache and
+breaker state.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ from sidecar.egress import OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
 from sidecar.pipeline import build_chain
 from sidecar.policy import parse_policy
+from sidecar.store.base import Store
+from sidecar.store.memory import MemoryStore
 from sidecar.upstream import UpstreamClient
 
 #: One-off calls may read a large body into memory (-d @file); 1 GiB bounds it.
 ONESHOT_MAX_BODY = 1024**3
+#: The largest response a one-off call keeps in the smart cache.
+ONESHOT_CACHE_ENTRY_LIMIT = 10 * 1024**2
 
 
 @dataclass
@@ -33,9 +39,12 @@ class OneShot:
     request_id: str = field(default_factory=new_request_id)
 
 
-async def call(request: OneShot, clock: Clock = SYSTEM_CLOCK) -> tuple[Response, Exchange]:
+async def call(
+    request: OneShot, clock: Clock = SYSTEM_CLOCK, store: Store | None = None
+) -> tuple[Response, Exchange]:
     """Run the chain for `request`; the caller reads the response, then `close`s it.
 
+    `store` must be open; without one, state lives in memory for this call.
     Raises MirApiError for anything the sidecar would have answered itself.
     """
     lowered = [(name.lower(), value) for name, value in request.headers]
@@ -54,7 +63,13 @@ async def call(request: OneShot, clock: Clock = SYSTEM_CLOCK) -> tuple[Response,
         request_id=first.get("x-request-id", request.request_id),
         on_attempt=request.on_attempt,
     )
-    chain = build_chain(client, ONESHOT_MAX_BODY, clock)
+    chain = build_chain(
+        client,
+        store or MemoryStore(clock),
+        max_body=ONESHOT_MAX_BODY,
+        cache_entry_limit=ONESHOT_CACHE_ENTRY_LIMIT,
+        clock=clock,
+    )
     try:
         response = await chain(exchange)
     except BaseException:

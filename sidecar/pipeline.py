@@ -15,14 +15,18 @@ from typing import Protocol
 
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.exchange import Exchange, Next, Response
+from sidecar.retry_budget import RetryBudget
 from sidecar.stages.cascade import Cascade
+from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.stages.deadline import Deadline
 from sidecar.stages.forward import Forward
 from sidecar.stages.idempotency import Idempotency
 from sidecar.stages.respond import Respond
 from sidecar.stages.retry import Retry
 from sidecar.stages.routing import Routing
+from sidecar.stages.smart_cache import SmartCache
 from sidecar.stages.strip_headers import StripHeaders
+from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
 
 
@@ -40,26 +44,47 @@ def build(stages: Sequence[Stage], terminal: Next) -> Next:
     return handler
 
 
-def standard_stages(max_body: int, clock: Clock) -> list[Stage]:
+def standard_stages(
+    store: Store,
+    *,
+    max_body: int,
+    cache_entry_limit: int,
+    clock: Clock = SYSTEM_CLOCK,
+    budget: RetryBudget | None = None,
+) -> list[Stage]:
     """The stages of SPEC §2 in their fixed order; each line says why it sits there."""
     return [
         # Outermost: decorates whatever answer comes back, rescues included.
         Respond(max_body),
         # Resolves the targets first: the computed idempotency key covers the URL.
         Routing(),
-        # Picks the Idempotency-Key every attempt will carry upstream.
-        Idempotency(),
+        # Before any upstream work: a duplicate waits here for the first's answer.
+        Idempotency(store, clock, max_body),
+        # Outside the deadline, failover and retries: it rescues what they could not.
+        SmartCache(store, clock, cache_entry_limit),
         # Bounds everything after it: failover and every retry.
         Deadline(),
         # Failover wraps retries: the next target only once one is spent.
         Cascade(),
         # Retries one target; every attempt goes through the stages below.
-        Retry(clock),
+        Retry(clock, budget or RetryBudget()),
+        # Inside the retry loop, so an opening circuit stops further retries.
+        CircuitBreaker(store, clock),
         # Last: the upstream never sees a proxy header.
         StripHeaders(),
     ]
 
 
-def build_chain(client: UpstreamClient, max_body: int, clock: Clock = SYSTEM_CLOCK) -> Next:
+def build_chain(
+    client: UpstreamClient,
+    store: Store,
+    *,
+    max_body: int,
+    cache_entry_limit: int,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Next:
     """The whole pipeline, ending in one upstream attempt."""
-    return build(standard_stages(max_body, clock), Forward(client))
+    stages = standard_stages(
+        store, max_body=max_body, cache_entry_limit=cache_entry_limit, clock=clock
+    )
+    return build(stages, Forward(client))

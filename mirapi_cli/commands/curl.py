@@ -14,11 +14,14 @@ import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
 from mirapi_cli.errors import CliError, ExitCode
+
+if TYPE_CHECKING:
+    from sidecar.config import Settings
 
 
 class CurlExit(IntEnum):
@@ -174,7 +177,21 @@ def curl(
     ] = None,
     failover: Annotated[list[str], typer.Option("--failover", help="Backup URL; repeatable.")] = [],  # noqa: B006
     idempotency_key: Annotated[
-        str | None, typer.Option("--idempotency-key", help="Same key on every attempt.")
+        str | None,
+        typer.Option("--idempotency-key", help="Same key on every attempt; replayed for 24h."),
+    ] = None,
+    smart_cache: Annotated[
+        str | None,
+        typer.Option("--smart-cache", metavar="TTL", help="Keep 2xx answers to rescue failures."),
+    ] = None,
+    circuit_breaker: Annotated[
+        bool, typer.Option("--circuit-breaker", help="Fail fast while the host keeps failing.")
+    ] = False,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis", metavar="URL", help="Share state through Redis (env: MIRAPI_REDIS)."
+        ),
     ] = None,
     via: Annotated[
         str | None,
@@ -199,8 +216,11 @@ def curl(
         "X-Deadline": deadline,
         "X-Failover-URL": ",".join(failover) or None,
         "X-Proxy-Idempotency-Key": idempotency_key,
+        "X-Smart-Cache": smart_cache,
+        "X-Circuit-Breaker": "on" if circuit_breaker else None,
     }
     call = build_request(url, request, header, data, data_binary, proxy_headers)
+    settings = _store_settings(call, via, data_dir, redis)
     sink = _open_sink(output_file)
     try:
         code = asyncio.run(
@@ -212,6 +232,7 @@ def curl(
                 silent=silent,
                 fail=fail,
                 via=_via_address(via, data_dir),
+                settings=settings,
             )
         )
     finally:
@@ -228,6 +249,27 @@ def _open_sink(path: Path | None) -> IO[bytes]:
         return path.open("wb")
     except OSError as error:
         raise CliError(f"cannot write {path}: {error.strerror}", CurlExit.WRITE_ERROR) from None
+
+
+#: Headers whose stages keep state: a call using one opens the shared store.
+_STATEFUL_HEADERS = frozenset({"x-smart-cache", "x-circuit-breaker", "x-proxy-idempotency-key"})
+
+
+def _store_settings(
+    call: CurlRequest, via: str | None, data_dir: Path | None, redis: str | None
+) -> Settings | None:
+    """The settings naming the store an in-process call shares, when it needs one.
+
+    A plain call opens no store (it starts faster and touches no files).
+    """
+    if via is not None:
+        return None
+    if redis is None and not any(name.lower() in _STATEFUL_HEADERS for name, _ in call.headers):
+        return None
+    from mirapi_cli.options import load_settings
+
+    flags: dict[str, object] = {} if redis is None else {"redis": redis}
+    return load_settings(data_dir, None, flags)
 
 
 def _via_address(via: str | None, data_dir: Path | None) -> str | None:
@@ -254,6 +296,7 @@ async def _run(
     silent: bool,
     fail: bool,
     via: str | None,
+    settings: Settings | None = None,
 ) -> int:
     from mirapi_cli.commands import curl_io
 
@@ -262,7 +305,7 @@ async def _run(
             if via is not None:
                 response = await curl_io.through_sidecar(call, via)
             else:
-                response = await curl_io.in_process(call, progress.attempt)
+                response = await curl_io.in_process(call, progress.attempt, settings)
         except curl_io.CallFailed as failure:
             if not silent:
                 message = _flag_names(failure.message)
@@ -282,6 +325,8 @@ _FLAG_FOR_HEADER = {
     "X-Deadline": "--deadline",
     "X-Failover-URL": "--failover",
     "X-Proxy-Idempotency-Key": "--idempotency-key",
+    "X-Smart-Cache": "--smart-cache",
+    "X-Circuit-Breaker": "--circuit-breaker",
     "X-Target-URL": "URL",
 }
 

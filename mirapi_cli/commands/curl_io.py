@@ -6,13 +6,16 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 import orjson
 
 from mirapi_cli.commands.curl import CurlExit, CurlRequest
 from mirapi_cli.errors import ExitCode
+
+if TYPE_CHECKING:
+    from sidecar.config import Settings
 
 #: Added by the sidecar for X-Proxy-Debug, which --via asks for to tell the
 #: sidecar's own errors from upstream answers; not shown as upstream headers.
@@ -40,17 +43,38 @@ class CurlResponse:
 
 
 async def in_process(
-    call: CurlRequest, on_attempt: Callable[[str, str, float], None]
+    call: CurlRequest,
+    on_attempt: Callable[[str, str, float], None],
+    settings: Settings | None = None,
 ) -> CurlResponse:
-    """Run the sidecar's pipeline here, with no sidecar."""
+    """Run the sidecar's pipeline here, with no sidecar.
+
+    With `settings`, the call uses the store they name (the data dir's
+    embedded store, or Redis), so it shares cache, breaker and idempotency
+    state with the sidecar; without, its state lives and dies with it.
+    """
     from sidecar import oneshot
     from sidecar.errors import MirApiError
+    from sidecar.store import store_for
 
+    store = None
+    if settings is not None:
+        store = store_for(settings)
+        try:
+            await store.open()
+        except MirApiError as error:
+            raise CallFailed(error.code, error.message) from None
     request = oneshot.OneShot(call.method, call.headers, call.body, on_attempt=on_attempt)
     try:
-        response, _ = await oneshot.call(request)
+        response, _ = await oneshot.call(request, store=store)
     except MirApiError as error:
+        if store is not None:
+            await store.close()
         raise CallFailed(error.code, error.message) from None
+    except BaseException:
+        if store is not None:
+            await store.close()
+        raise
 
     async def chunks() -> AsyncIterator[bytes]:
         if response.stream is None:
@@ -59,8 +83,13 @@ async def in_process(
         async for chunk in response.stream:
             yield chunk
 
+    async def close() -> None:
+        await response.discard()
+        if store is not None:
+            await store.close()
+
     reason = _reason(response.status)
-    return CurlResponse(response.status, reason, response.headers, chunks(), response.discard)
+    return CurlResponse(response.status, reason, response.headers, chunks(), close)
 
 
 def _reason(status: int) -> str:

@@ -34,6 +34,29 @@ def test_defaults_and_values() -> None:
     assert parse_policy({"x-timeout": "1500"}).timeout == 1.5
 
 
+def test_cache_breaker_and_idempotency_headers() -> None:
+    policy = parse_policy(
+        {
+            "x-smart-cache": "5m; serve-fresh",
+            "x-circuit-breaker": "on; threshold=3; cooldown=10s",
+            "x-idempotency-wait": "off",
+            "x-idempotency-ttl": "2m",
+        }
+    )
+    assert policy.smart_cache is not None
+    assert (policy.smart_cache.ttl, policy.smart_cache.serve_fresh) == (300, True)
+    assert policy.circuit_breaker is not None
+    assert (policy.circuit_breaker.threshold, policy.circuit_breaker.cooldown) == (3, 10)
+    assert policy.idempotency_wait is False
+    assert policy.idempotency_lock_ttl == 120
+    defaults = parse_policy({"x-circuit-breaker": "on", "x-smart-cache": "30s"})
+    assert defaults.circuit_breaker is not None
+    assert (defaults.circuit_breaker.threshold, defaults.circuit_breaker.cooldown) == (5, 30)
+    assert defaults.smart_cache is not None and not defaults.smart_cache.serve_fresh
+    off = parse_policy({"x-circuit-breaker": "off", "x-smart-cache": "off"})
+    assert off.circuit_breaker is None and off.smart_cache is None
+
+
 @pytest.mark.parametrize(
     "header,value",
     [
@@ -48,6 +71,18 @@ def test_defaults_and_values() -> None:
         ("x-failover-url", ","),
         ("x-retry-on", "whenever"),
         ("x-proxy-debug", "loud"),
+        ("x-smart-cache", "5 parsecs"),
+        ("x-smart-cache", "0s"),
+        ("x-smart-cache", "5m; serve-stale"),
+        ("x-smart-cache", "5m; serve-fresh=yes"),
+        ("x-circuit-breaker", "maybe"),
+        ("x-circuit-breaker", "on; threshold=0"),
+        ("x-circuit-breaker", "on; threshold=lots"),
+        ("x-circuit-breaker", "on; cooldown=soon"),
+        ("x-circuit-breaker", "on; window=5"),
+        ("x-circuit-breaker", "off; threshold=3"),
+        ("x-idempotency-wait", "sometimes"),
+        ("x-idempotency-ttl", "0"),
     ],
 )
 def test_bad_values_name_the_header(header: str, value: str) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 
 import pytest
 
-from sidecar.errors import UpstreamFailure
+from sidecar.errors import CircuitOpen, UpstreamFailure
 from sidecar.exchange import Exchange, Response
 from sidecar.policy import RETRY_DELAY_CAP, parse_policy
-from sidecar.stages.retry import Retry, backoff_delay, upstream_wait
+from sidecar.retry_budget import RetryBudget
+from sidecar.stages.retry import OVER_BUDGET, Retry, backoff_delay, upstream_wait
 from tests.support.clock import FakeClock
 
 
@@ -106,3 +108,122 @@ async def test_default_retryable_statuses(status: int, retried: bool) -> None:
     ex = exchange({"X-Retry-Count": "1"})
     await Retry(fake.clock())(ex, scripted(status, 200))
     assert ex.attempts == (2 if retried else 1)
+
+
+async def test_circuit_open_is_not_retried() -> None:
+    fake = FakeClock()
+    ex = exchange({"X-Retry-Count": "3"})
+    calls = 0
+
+    async def call_next(_: Exchange) -> Response:
+        nonlocal calls
+        calls += 1
+        raise CircuitOpen("open", retry_after=5)
+
+    with pytest.raises(CircuitOpen):
+        await Retry(fake.clock())(ex, call_next)
+    assert calls == 1
+    assert fake.slept == []
+
+
+def gated(first: int | str, gate: asyncio.Event, retrying: asyncio.Event):  # type: ignore[no-untyped-def]
+    """First attempt: `first`; each later one waits for `gate`, then answers 200."""
+    calls = 0
+
+    async def call_next(_: Exchange) -> Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            if isinstance(first, str):
+                raise UpstreamFailure(first, "scripted")
+            return Response(first, [])
+        retrying.set()
+        await gate.wait()
+        return Response(200, [])
+
+    return call_next
+
+
+async def test_budget_refuses_a_retry_while_others_hold_every_slot() -> None:
+    fake = FakeClock()
+    budget = RetryBudget(ratio=0.0, minimum=1)
+    retry = Retry(fake.clock(), budget)
+    gate, a_retrying = asyncio.Event(), asyncio.Event()
+    a = exchange({"X-Retry-Count": "3"})
+    b = exchange({"X-Retry-Count": "3"})
+    async with asyncio.TaskGroup() as group:
+        first = group.create_task(retry(a, gated(503, gate, a_retrying)))
+        await a_retrying.wait()
+        assert budget.in_flight("u") == (1, 1)
+        # b's 503 would be retried, but a's retry holds the only slot.
+        answer = await retry(b, gated(503, gate, asyncio.Event()))
+        assert answer.status == 503
+        assert b.attempts == 1
+        assert b.attempt_log == [("http://u/", f"503; {OVER_BUDGET}", 0.0)]
+        gate.set()
+    assert first.result().status == 200
+    assert a.rescue == "retry"
+    assert budget.in_flight("u") == (0, 0)
+
+
+async def test_budget_refusal_raises_the_failure_as_it_came() -> None:
+    fake = FakeClock()
+    budget = RetryBudget(ratio=0.0, minimum=0)
+    ex = exchange({"X-Retry-Count": "2"})
+    with pytest.raises(UpstreamFailure) as raised:
+        await Retry(fake.clock(), budget)(ex, scripted("reset", 200))
+    assert raised.value.kind == "reset"
+    assert ex.attempts == 1
+    assert ex.attempt_log[-1][1] == f"reset; {OVER_BUDGET}"
+
+
+async def test_requests_that_never_retry_still_widen_the_budget() -> None:
+    fake = FakeClock()
+    budget = RetryBudget(ratio=0.5, minimum=0)
+    retry = Retry(fake.clock(), budget)
+    gate, held = asyncio.Event(), asyncio.Event()
+
+    async def slow_ok(_: Exchange) -> Response:
+        held.set()
+        await gate.wait()
+        return Response(200, [])
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(retry(exchange({}), slow_ok))
+        await held.wait()
+        # Two requests in flight: 0.5 * 2 = 1 retry may run.
+        answer = await retry(exchange({"X-Retry-Count": "1"}), scripted(503, 200))
+        gate.set()
+    assert answer.status == 200
+
+
+async def test_cancelled_requests_give_back_their_budget() -> None:
+    fake = FakeClock()
+    budget = RetryBudget(ratio=0.0, minimum=1)
+    gate, retrying = asyncio.Event(), asyncio.Event()
+    task = asyncio.ensure_future(
+        Retry(fake.clock(), budget)(exchange({"X-Retry-Count": "2"}), gated(503, gate, retrying))
+    )
+    await retrying.wait()
+    assert budget.in_flight("u") == (1, 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert budget.in_flight("u") == (0, 0)
+
+
+async def test_errors_from_inner_stages_give_back_their_budget() -> None:
+    fake = FakeClock()
+    budget = RetryBudget()
+    await_count = 0
+
+    async def call_next(_: Exchange) -> Response:
+        nonlocal await_count
+        await_count += 1
+        if await_count == 1:
+            return Response(503, [])
+        raise CircuitOpen("open")
+
+    with pytest.raises(CircuitOpen):
+        await Retry(fake.clock(), budget)(exchange({"X-Retry-Count": "2"}), call_next)
+    assert budget.in_flight("u") == (0, 0)

@@ -1,0 +1,450 @@
+"""The embedded store, the default: memory for the hot path, SQLite for what
+must survive a restart (SPEC §7).
+
+Every call is answered by a `MemoryStore`. What it changes that is worth
+keeping (cache entries, explicit keys' replay records, breakers) is queued
+and written behind, every `flush_interval` seconds and at close, by one
+writer thread that owns the only SQLite connection (WAL mode). No request
+waits for the disk; the price is that a crash loses the last interval's
+changes (a replay record too: a client retrying after a sidecar crash may
+reach the upstream again, where the upstream Idempotency-Key still guards).
+
+At open the schema is created and what has not expired is loaded back: the
+cache in write order, within the memory bound. In-flight idempotency locks
+are not kept (their holders died with the process), nor probe leases: a
+half-open breaker admits a new probe after a restart.
+
+Tables (room left for later ones: jobs, routes, keys, events):
+
+    cache        key, expires_at, entry (StoredResponse.encode())
+    idempotency  key, fingerprint, keep_until, response
+    breaker      host, state, failures, opened_at, saved_at
+
+sqlite3 errors are caught only here: at open they become StoreUnavailable;
+a failing write-behind is logged, reported by `health()` and retried, and
+never fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from sidecar.clock import Clock
+from sidecar.errors import StoreUnavailable
+from sidecar.store.base import (
+    Admission,
+    BreakerState,
+    BreakerStatus,
+    Claim,
+    StoredResponse,
+    StoreHealth,
+    WaitResult,
+)
+from sidecar.store.memory import IdempotencyRecord, MemoryStore
+
+T = TypeVar("T")
+
+log = logging.getLogger("mirapi.store")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    entry BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_expires_at ON cache (expires_at);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    keep_until REAL NOT NULL,
+    response BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keep_until ON idempotency (keep_until);
+CREATE TABLE IF NOT EXISTS breaker (
+    host TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    opened_at REAL NOT NULL,
+    saved_at REAL NOT NULL
+);
+"""
+
+#: Expired rows are deleted at most this often (clock seconds).
+SWEEP_EVERY = 300.0
+#: A breaker nobody failed against for this long is forgotten (closed), as in Redis.
+BREAKER_IDLE_TTL = 24 * 3600.0
+#: After a failed write-behind, wait this long (real seconds) before retrying.
+RETRY_AFTER_FAILURE = 1.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Changes for one transaction; None deletes the row."""
+
+    cache: dict[str, StoredResponse | None] = field(default_factory=dict)
+    records: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    breakers: dict[str, BreakerStatus | None] = field(default_factory=dict)
+    #: When set: delete what expired by then.
+    sweep_before: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.cache) + len(self.records) + len(self.breakers)
+
+
+class PendingWrites:
+    """The write-behind queue: the latest change to each row, in change order."""
+
+    def __init__(self) -> None:
+        self._batch = Batch()
+        self.ready = asyncio.Event()
+
+    def cache_stored(self, key: str, entry: StoredResponse) -> None:
+        _set_last(self._batch.cache, key, entry)
+        self.ready.set()
+
+    def cache_dropped(self, key: str) -> None:
+        _set_last(self._batch.cache, key, None)
+        self.ready.set()
+
+    def record_kept(self, key: str, record: IdempotencyRecord) -> None:
+        self._batch.records[key] = record
+        self.ready.set()
+
+    def breaker_saved(self, host: str, status: BreakerStatus | None) -> None:
+        self._batch.breakers[host] = status
+        self.ready.set()
+
+    def take(self) -> Batch:
+        batch, self._batch = self._batch, Batch()
+        self.ready.clear()
+        return batch
+
+    def put_back(self, batch: Batch) -> None:
+        """Queue a batch that failed again, under the changes made since."""
+        for name in ("cache", "records", "breakers"):
+            newer = getattr(self._batch, name)
+            setattr(self._batch, name, getattr(batch, name) | newer)
+        if len(self._batch):
+            self.ready.set()
+
+
+def _set_last(changes: dict[str, T], key: str, value: T) -> None:
+    # Re-inserted at the end: rows are written, and loaded back, in change order.
+    changes.pop(key, None)
+    changes[key] = value
+
+
+@dataclass(slots=True)
+class Loaded:
+    cache: list[tuple[str, StoredResponse]]
+    records: list[tuple[str, IdempotencyRecord]]
+    breakers: list[tuple[str, BreakerStatus]]
+
+
+class Database:
+    """The SQLite file; every method runs on the one writer thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        if not self._path.exists():
+            # It holds response bodies: readable by the owner only (WAL files follow).
+            os.close(os.open(self._path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def load(self, now: float) -> Loaded:
+        conn = self._connection()
+        cache = _decoded(
+            conn.execute(
+                "SELECT key, entry FROM cache WHERE expires_at > ? ORDER BY rowid", (now,)
+            ),
+            lambda key, entry: (key, StoredResponse.decode(entry)),
+        )
+        records = _decoded(
+            conn.execute(
+                "SELECT key, fingerprint, keep_until, response FROM idempotency"
+                " WHERE keep_until > ?",
+                (now,),
+            ),
+            lambda key, fingerprint, keep_until, response: (
+                key,
+                IdempotencyRecord(fingerprint, StoredResponse.decode(response), keep_until),
+            ),
+        )
+        breakers = _decoded(
+            conn.execute(
+                "SELECT host, state, failures, opened_at FROM breaker WHERE saved_at > ?",
+                (now - BREAKER_IDLE_TTL,),
+            ),
+            lambda host, state, failures, opened_at: (
+                host,
+                BreakerStatus(BreakerState(state), int(failures), float(opened_at)),
+            ),
+        )
+        return Loaded(cache, records, breakers)
+
+    def write(self, batch: Batch, now: float) -> None:
+        """One transaction: the batch, then the sweep if due."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_cache(conn, batch.cache)
+            conn.executemany(
+                "INSERT OR REPLACE INTO idempotency (key, fingerprint, keep_until, response)"
+                " VALUES (?, ?, ?, ?)",
+                [
+                    (key, r.fingerprint, r.keep_until, r.response.encode())
+                    for key, r in batch.records.items()
+                ],
+            )
+            self._write_breakers(conn, batch.breakers, now)
+            if batch.sweep_before is not None:
+                self._sweep(conn, batch.sweep_before)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _write_cache(conn: sqlite3.Connection, changes: dict[str, StoredResponse | None]) -> None:
+        for key, entry in changes.items():
+            if entry is None:
+                conn.execute("DELETE FROM cache WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO cache (key, expires_at, entry) VALUES (?, ?, ?)",
+                    (key, entry.expires_at, entry.encode()),
+                )
+
+    @staticmethod
+    def _write_breakers(
+        conn: sqlite3.Connection, changes: dict[str, BreakerStatus | None], now: float
+    ) -> None:
+        for host, status in changes.items():
+            if status is None:
+                conn.execute("DELETE FROM breaker WHERE host = ?", (host,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO breaker"
+                    " (host, state, failures, opened_at, saved_at) VALUES (?, ?, ?, ?, ?)",
+                    (host, status.state.value, status.failures, status.opened_at, now),
+                )
+
+    @staticmethod
+    def _sweep(conn: sqlite3.Connection, now: float) -> None:
+        conn.execute("DELETE FROM cache WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM idempotency WHERE keep_until <= ?", (now,))
+        conn.execute("DELETE FROM breaker WHERE saved_at <= ?", (now - BREAKER_IDLE_TTL,))
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("the database is not open")
+        return self._conn
+
+
+def _decoded(rows: sqlite3.Cursor, build: Callable[..., T]) -> list[T]:
+    """`build(*row)` for each row; a row that does not decode is skipped and logged."""
+    built: list[T] = []
+    skipped = 0
+    for row in rows:
+        try:
+            built.append(build(*row))
+        except (ValueError, KeyError, TypeError, IndexError):
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d unreadable rows of the embedded database", skipped)
+    return built
+
+
+def safe_cause(exc: BaseException) -> str:
+    """A short reason that is safe to show: an SQLite error name, never a path."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
+
+
+class EmbeddedStore:
+    """A `MemoryStore` written behind to one SQLite file (`path` None: memory only)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        clock: Clock,
+        cache_max_bytes: int = 64 * 1024**2,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self._clock = clock
+        self._flush_interval = flush_interval
+        self._pending: PendingWrites | None = None
+        self._database: Database | None = None
+        if path is not None:
+            self._pending = PendingWrites()
+            self._database = Database(path)
+        self._memory = MemoryStore(clock, cache_max_bytes, observer=self._pending)
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self._next_sweep = 0.0
+        self._health = _HEALTHY
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._database is None or self._executor is not None:
+            return
+        # One thread: an sqlite3 connection belongs to the thread that made it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirapi-sqlite")
+        try:
+            await self._run("open", self._database.open)
+            loaded = await self._run("load", self._database.load, self._clock.now())
+        except StoreUnavailable:
+            await self._shut_down()
+            raise
+        for key, entry in loaded.cache:
+            self._memory.load_cache(key, entry)
+        for key, record in loaded.records:
+            self._memory.load_record(key, record)
+        for host, status in loaded.breakers:
+            self._memory.load_breaker(host, status)
+        self._next_sweep = self._clock.now() + SWEEP_EVERY
+        self._writer = asyncio.create_task(self._write_behind(), name="mirapi-sqlite-writer")
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.error("the last changes could not be saved: %s", exc.message)
+        await self._shut_down()
+
+    def health(self) -> StoreHealth:
+        return self._health
+
+    async def flush(self) -> None:
+        """Write every pending change now; StoreUnavailable if that failed (they stay queued)."""
+        if self._pending is None or self._database is None or self._executor is None:
+            return
+        async with self._flush_lock:
+            batch = self._pending.take()
+            now = self._clock.now()
+            if now >= self._next_sweep:
+                batch.sweep_before = now
+            if not len(batch) and batch.sweep_before is None:
+                return
+            try:
+                await self._run("write", self._database.write, batch, now)
+            except StoreUnavailable as exc:
+                self._pending.put_back(batch)
+                if self._health.ok:
+                    log.warning("%s; retrying", exc.message)
+                self._health = StoreHealth("embedded", ok=False, reason=exc.message)
+                raise
+            if batch.sweep_before is not None:
+                self._next_sweep = now + SWEEP_EVERY
+            if not self._health.ok:
+                log.info("the embedded database accepts writes again")
+                self._health = _HEALTHY
+
+    async def _write_behind(self) -> None:
+        assert self._pending is not None
+        while True:
+            await self._pending.ready.wait()
+            # Real time: gather what the next interval brings into one transaction.
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except StoreUnavailable:
+                await asyncio.sleep(RETRY_AFTER_FAILURE)
+            except Exception:
+                log.exception("the embedded store's write-behind failed; retrying")
+                await asyncio.sleep(RETRY_AFTER_FAILURE)
+
+    async def _run(self, doing: str, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the writer thread; sqlite and OS errors become StoreUnavailable."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"embedded database {doing} failed: {safe_cause(exc)}") from exc
+
+    async def _shut_down(self) -> None:
+        if self._executor is None or self._database is None:
+            return
+        with contextlib.suppress(StoreUnavailable):
+            await self._run("close", self._database.close)
+        self._executor.shutdown(wait=False)
+        self._executor = None
+
+    # -- the Store calls: answered from memory -------------------------------
+
+    async def cache_get(self, key: str) -> StoredResponse | None:
+        return await self._memory.cache_get(key)
+
+    async def cache_put(self, key: str, entry: StoredResponse) -> None:
+        await self._memory.cache_put(key, entry)
+
+    async def breaker_admit(self, host: str, cooldown: float, probe_lease: float) -> Admission:
+        return await self._memory.breaker_admit(host, cooldown, probe_lease)
+
+    async def breaker_record(self, host: str, success: bool, threshold: int) -> BreakerStatus:
+        return await self._memory.breaker_record(host, success, threshold)
+
+    async def breaker_status(self, host: str) -> BreakerStatus:
+        return await self._memory.breaker_status(host)
+
+    async def idem_claim(self, key: str, fingerprint: str, token: str, lock_ttl: float) -> Claim:
+        return await self._memory.idem_claim(key, fingerprint, token, lock_ttl)
+
+    async def idem_renew(self, key: str, token: str, lock_ttl: float) -> bool:
+        return await self._memory.idem_renew(key, token, lock_ttl)
+
+    async def idem_finish(
+        self,
+        key: str,
+        token: str,
+        response: StoredResponse | None,
+        keep_until: float | None,
+    ) -> None:
+        await self._memory.idem_finish(key, token, response, keep_until)
+
+    async def idem_wait(self, key: str, token: str, timeout: float) -> WaitResult:
+        return await self._memory.idem_wait(key, token, timeout)
+
+
+_HEALTHY = StoreHealth("embedded")

@@ -1,0 +1,336 @@
+"""The store in this process's memory: the hot path of the embedded store, and
+the local fallback of the Redis one (SPEC §7).
+
+Plain dicts on one event loop, so every method is atomic without a lock.
+Expired entries are purged lazily: when read, when the LRU pushes them out,
+or by an occasional sweep of the idempotency maps.
+
+- Smart cache: an LRU bounded by the total `StoredResponse.size` of its
+  entries. An entry bigger than the whole bound is not stored (and a bound of
+  0 stores nothing); a put always drops the key's older entry, which the new
+  answer supersedes.
+- Breakers: the state machine of `base.Admission` and `Store.breaker_record`;
+  a host that succeeds is forgotten (closed is the default).
+- Idempotency: one lock per key, the explicit keys' records until
+  `keep_until`, and each finished holder's response for its waiters for
+  `RESULT_TTL` seconds. A response is kept for waiters only when a claim was
+  told IN_FLIGHT with that token (nobody else can know it), so an
+  uncontended request keeps nothing. Waiters sleep on an event set by
+  `idem_finish`, and look at the clock every `EXPIRY_CHECK` seconds of real
+  time to notice a holder whose lock ran out.
+
+A `StoreObserver` is told of every change worth keeping past a restart; the
+`load_*` methods put such state back at start without telling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from sidecar.clock import Clock
+from sidecar.store.base import (
+    Admission,
+    BreakerState,
+    BreakerStatus,
+    Claim,
+    ClaimOutcome,
+    StoredResponse,
+    StoreHealth,
+    WaitOutcome,
+    WaitResult,
+)
+
+#: How long a finished holder's response waits for its waiters (clock seconds).
+RESULT_TTL = 60.0
+#: How often (real seconds) a waiter checks the clock for the holder's expiry.
+EXPIRY_CHECK = 0.03
+#: The idempotency maps are swept once they hold this many entries (then twice
+#: what survived the last sweep), so sweeping costs O(1) per call amortised.
+SWEEP_FLOOR = 1024
+
+_ALLOWED = Admission(allowed=True)
+_HEALTHY = StoreHealth("memory")
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """An explicit key's finished response, replayed until `keep_until`."""
+
+    fingerprint: str
+    response: StoredResponse
+    keep_until: float
+
+
+class StoreObserver(Protocol):
+    """Told, synchronously, of each change worth keeping past a restart."""
+
+    def cache_stored(self, key: str, entry: StoredResponse) -> None:
+        """`entry` is now the cache entry of `key`."""
+
+    def cache_dropped(self, key: str) -> None:
+        """`key` left the cache (evicted, expired or superseded)."""
+
+    def record_kept(self, key: str, record: IdempotencyRecord) -> None:
+        """`record` is now the replay record of `key`."""
+
+    def breaker_saved(self, host: str, status: BreakerStatus | None) -> None:
+        """The breaker of `host` is now `status`; None when forgotten (closed)."""
+
+
+@dataclass(slots=True)
+class _Breaker:
+    state: BreakerState
+    failures: int = 0
+    opened_at: float = 0.0
+    probe_until: float = 0.0
+
+    def status(self, changed: bool = False) -> BreakerStatus:
+        return BreakerStatus(self.state, self.failures, self.opened_at, changed)
+
+
+@dataclass(slots=True)
+class _Lock:
+    token: str
+    fingerprint: str
+    until: float
+    #: A claim was told IN_FLIGHT with our token: someone may wait for us.
+    revealed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    response: StoredResponse | None
+    until: float
+
+
+class MemoryStore:
+    """A complete `Store` in memory; nothing survives the process."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        cache_max_bytes: int = 64 * 1024**2,
+        observer: StoreObserver | None = None,
+    ) -> None:
+        self._clock = clock
+        self._cache_max_bytes = cache_max_bytes
+        self._observer = observer
+        # key -> (entry, its size); least recently used first.
+        self._cache: OrderedDict[str, tuple[StoredResponse, int]] = OrderedDict()
+        self._cache_bytes = 0
+        self._breakers: dict[str, _Breaker] = {}
+        self._locks: dict[str, _Lock] = {}
+        self._records: dict[str, IdempotencyRecord] = {}
+        self._results: dict[tuple[str, str], _Result] = {}
+        self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
+        self._sweep_above = SWEEP_FLOOR
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def health(self) -> StoreHealth:
+        return _HEALTHY
+
+    # -- restoring state (the embedded store, at open) -----------------------
+
+    def load_cache(self, key: str, entry: StoredResponse) -> None:
+        """Put `entry` back as the most recently used, unless it expired."""
+        self._put(key, entry, notify=False)
+
+    def load_record(self, key: str, record: IdempotencyRecord) -> None:
+        """Put a replay record back, unless it expired."""
+        if record.keep_until > self._clock.now():
+            self._records[key] = record
+
+    def load_breaker(self, host: str, status: BreakerStatus) -> None:
+        """Put a breaker back; a half-open one will admit a new probe."""
+        if status.state is not BreakerState.CLOSED or status.failures:
+            self._breakers[host] = _Breaker(status.state, status.failures, status.opened_at)
+
+    # -- smart cache ---------------------------------------------------------
+
+    async def cache_get(self, key: str) -> StoredResponse | None:
+        slot = self._cache.get(key)
+        if slot is None:
+            return None
+        if slot[0].expires_at <= self._clock.now():
+            self._drop(key)
+            return None
+        self._cache.move_to_end(key)
+        return slot[0]
+
+    async def cache_put(self, key: str, entry: StoredResponse) -> None:
+        self._put(key, entry, notify=True)
+
+    def _put(self, key: str, entry: StoredResponse, notify: bool) -> None:
+        superseded = key in self._cache
+        if superseded:
+            self._cache_bytes -= self._cache.pop(key)[1]
+        size = entry.size
+        if size > self._cache_max_bytes or entry.expires_at <= self._clock.now():
+            if superseded and self._observer is not None:
+                self._observer.cache_dropped(key)
+            return
+        while self._cache_bytes + size > self._cache_max_bytes:
+            oldest = next(iter(self._cache))
+            self._drop(oldest)
+        self._cache[key] = (entry, size)
+        self._cache_bytes += size
+        if notify and self._observer is not None:
+            self._observer.cache_stored(key, entry)
+
+    def _drop(self, key: str) -> None:
+        self._cache_bytes -= self._cache.pop(key)[1]
+        if self._observer is not None:
+            self._observer.cache_dropped(key)
+
+    # -- circuit breaker -----------------------------------------------------
+
+    async def breaker_admit(self, host: str, cooldown: float, probe_lease: float) -> Admission:
+        breaker = self._breakers.get(host)
+        if breaker is None or breaker.state is BreakerState.CLOSED:
+            return _ALLOWED
+        now = self._clock.now()
+        if breaker.state is BreakerState.OPEN:
+            reopen = breaker.opened_at + cooldown
+            if now < reopen:
+                return Admission(allowed=False, retry_after=reopen - now)
+        elif breaker.probe_until > now:
+            return Admission(allowed=False, retry_after=breaker.probe_until - now)
+        # Not saved: a probe's lease means nothing to the next process.
+        breaker.state = BreakerState.HALF_OPEN
+        breaker.probe_until = now + probe_lease
+        return Admission(allowed=True, probe=True)
+
+    async def breaker_record(self, host: str, success: bool, threshold: int) -> BreakerStatus:
+        if success:
+            gone = self._breakers.pop(host, None)
+            if gone is not None and self._observer is not None:
+                self._observer.breaker_saved(host, None)
+            changed = gone is not None and gone.state is not BreakerState.CLOSED
+            return BreakerStatus(BreakerState.CLOSED, changed=changed)
+        breaker = self._breakers.setdefault(host, _Breaker(BreakerState.CLOSED))
+        breaker.failures += 1
+        opens = breaker.state is BreakerState.HALF_OPEN or (
+            breaker.state is BreakerState.CLOSED and breaker.failures >= threshold
+        )
+        if opens:
+            breaker.state = BreakerState.OPEN
+            breaker.opened_at = self._clock.now()
+        status = breaker.status(changed=opens)
+        if self._observer is not None:
+            self._observer.breaker_saved(host, status)
+        return status
+
+    async def breaker_status(self, host: str) -> BreakerStatus:
+        breaker = self._breakers.get(host)
+        return BreakerStatus(BreakerState.CLOSED) if breaker is None else breaker.status()
+
+    # -- idempotency ---------------------------------------------------------
+
+    async def idem_claim(self, key: str, fingerprint: str, token: str, lock_ttl: float) -> Claim:
+        now = self._clock.now()
+        record = self._records.get(key)
+        if record is not None:
+            if record.keep_until > now:
+                if record.fingerprint != fingerprint:
+                    return Claim(ClaimOutcome.MISMATCH)
+                return Claim(ClaimOutcome.COMPLETED, record=record.response)
+            del self._records[key]
+        lock = self._locks.get(key)
+        if lock is not None and lock.until > now:
+            if lock.fingerprint != fingerprint:
+                return Claim(ClaimOutcome.MISMATCH)
+            lock.revealed = True
+            return Claim(ClaimOutcome.IN_FLIGHT, token=lock.token)
+        self._locks[key] = _Lock(token, fingerprint, now + lock_ttl)
+        self._maybe_sweep(now)
+        return Claim(ClaimOutcome.ACQUIRED, token=token)
+
+    async def idem_renew(self, key: str, token: str, lock_ttl: float) -> bool:
+        now = self._clock.now()
+        lock = self._locks.get(key)
+        if lock is None or lock.token != token or lock.until <= now:
+            return False
+        lock.until = now + lock_ttl
+        return True
+
+    async def idem_finish(
+        self,
+        key: str,
+        token: str,
+        response: StoredResponse | None,
+        keep_until: float | None,
+    ) -> None:
+        now = self._clock.now()
+        lock = self._locks.get(key)
+        ours = lock is not None and lock.token == token
+        # A lock that is no longer ours may have been revealed before it lapsed.
+        if not ours or (lock is not None and lock.revealed):
+            self._results[(key, token)] = _Result(response, now + RESULT_TTL)
+        if lock is not None and ours:
+            del self._locks[key]
+            if response is not None and keep_until is not None and keep_until > now:
+                record = IdempotencyRecord(lock.fingerprint, response, keep_until)
+                self._records[key] = record
+                if self._observer is not None:
+                    self._observer.record_kept(key, record)
+        for event in self._waiters.get((key, token), ()):
+            event.set()
+        self._maybe_sweep(now)
+
+    async def idem_wait(self, key: str, token: str, timeout: float) -> WaitResult:
+        # Real time, not the injected clock: a fake clock's sleep returns at once.
+        deadline = time.monotonic() + timeout
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault((key, token), set())
+        waiters.add(event)
+        try:
+            while True:
+                verdict = self._wait_verdict(key, token)
+                if verdict is not None:
+                    return verdict
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return WaitResult(WaitOutcome.LOST)
+                try:
+                    async with asyncio.timeout(min(left, EXPIRY_CHECK)):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop((key, token), None)
+
+    def _wait_verdict(self, key: str, token: str) -> WaitResult | None:
+        """The wait's answer as things stand, or None while the holder is alive."""
+        now = self._clock.now()
+        result = self._results.get((key, token))
+        if result is not None and result.until > now:
+            if result.response is None:
+                return WaitResult(WaitOutcome.UNSHARED)
+            return WaitResult(WaitOutcome.SHARED, result.response)
+        lock = self._locks.get(key)
+        if lock is None or lock.token != token or lock.until <= now:
+            return WaitResult(WaitOutcome.LOST)
+        return None
+
+    def _maybe_sweep(self, now: float) -> None:
+        """Forget expired locks, records and results once the maps have doubled."""
+        if len(self._locks) + len(self._records) + len(self._results) <= self._sweep_above:
+            return
+        self._locks = {k: v for k, v in self._locks.items() if v.until > now}
+        self._records = {k: v for k, v in self._records.items() if v.keep_until > now}
+        self._results = {k: v for k, v in self._results.items() if v.until > now}
+        alive = len(self._locks) + len(self._records) + len(self._results)
+        self._sweep_above = max(SWEEP_FLOOR, 2 * alive)

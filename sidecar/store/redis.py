@@ -1,0 +1,462 @@
+"""The Redis store: one state for every sidecar that shares the server (SPEC §7).
+
+Keys, all under `mirapi:` (the namespace) and cluster-safe: the keys one
+operation touches share a hash tag, so a Redis Cluster keeps them in one slot.
+
+    mirapi:cache:{KEY}              string   StoredResponse.encode()
+    mirapi:breaker:{HOST}           hash     state, failures, opened_at, probe_until
+    mirapi:idem:{KEY}:lock          hash     token, fp, until, revealed
+    mirapi:idem:{KEY}:rec           hash     fp, until, resp    (explicit keys' replay)
+    mirapi:idem:{KEY}:res:TOKEN     hash     until, resp        (for the holder's waiters;
+                                             no resp: nothing to share; written only
+                                             when a claim was told TOKEN)
+
+A key (or host) that is empty, long, not printable ASCII, holds a brace or
+starts with `sha256:` is replaced by `sha256:` + its hex digest, so the tag is
+always well formed and never collides with a plain key.
+
+Expiry is logical: the injected clock's `now` goes to every script as an
+argument and is compared with the times stored in the values, so a fake
+clock drives Redis exactly as it drives the embedded store. Each key also
+gets a server-side expiry a little past its logical one, for garbage
+collection only. Every multi-step operation is one Lua script (atomic, one
+round trip); every redis or socket exception becomes `StoreUnavailable`
+with a short cause and never the URL (it may hold a password).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+
+from sidecar.clock import Clock
+from sidecar.errors import StoreUnavailable
+from sidecar.store.base import (
+    Admission,
+    BreakerState,
+    BreakerStatus,
+    Claim,
+    ClaimOutcome,
+    StoredResponse,
+    StoreHealth,
+    WaitOutcome,
+    WaitResult,
+)
+
+T = TypeVar("T")
+
+#: Server-side expiry beyond the logical one: only garbage collection, so a
+#: few seconds of clock skew between sidecars never loses a live entry.
+GC_GRACE = 5.0
+#: How long a finished holder's response waits for its waiters (clock seconds).
+RESULT_TTL = 60.0
+#: Breakers have no logical expiry; one left alone this long is forgotten (closed).
+BREAKER_IDLE_TTL = 24 * 3600.0
+#: idem_wait polls this often, backing off from the first to the last.
+POLL_FIRST, POLL_MAX = 0.01, 0.1
+HASHED_PREFIX = "sha256:"
+MAX_PLAIN_KEY = 200
+
+_CLAIM = """
+local now = tonumber(ARGV[1])
+local rec = redis.call('HMGET', KEYS[2], 'fp', 'until', 'resp')
+if rec[2] and tonumber(rec[2]) > now then
+  if rec[1] ~= ARGV[2] then return {'mismatch', ''} end
+  return {'completed', '', rec[3]}
+end
+local lock = redis.call('HMGET', KEYS[1], 'token', 'fp', 'until')
+if lock[1] and tonumber(lock[3]) > now then
+  if lock[2] ~= ARGV[2] then return {'mismatch', ''} end
+  -- Someone now knows the token: the holder's finish must leave its result.
+  redis.call('HSET', KEYS[1], 'revealed', '1')
+  return {'in_flight', lock[1]}
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[3], 'fp', ARGV[2], 'until', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {'acquired', ARGV[3]}
+"""
+
+_RENEW = """
+local lock = redis.call('HMGET', KEYS[1], 'token', 'until')
+if lock[1] == ARGV[2] and tonumber(lock[2]) > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'until', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# A result for the waiters only when a claim was told our token (else nobody
+# can wait for it), or when the lock is no longer ours (it may have been told
+# before it lapsed). The lock, and with it the fingerprint a replay record
+# needs, only while it still carries our token, even if its lease ran out.
+_FINISH = """
+local lock = redis.call('HMGET', KEYS[1], 'token', 'fp', 'revealed')
+local ours = lock[1] == ARGV[1]
+if not ours or lock[3] then
+  if ARGV[2] ~= '' then
+    redis.call('HSET', KEYS[3], 'until', ARGV[5], 'resp', ARGV[2])
+  else
+    redis.call('HSET', KEYS[3], 'until', ARGV[5])
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+end
+if ours then
+  redis.call('DEL', KEYS[1])
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[2], 'fp', lock[2], 'until', ARGV[3], 'resp', ARGV[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  end
+end
+return 1
+"""
+
+_WAIT_POLL = """
+local now = tonumber(ARGV[1])
+local result = redis.call('HMGET', KEYS[2], 'until', 'resp')
+if result[1] and tonumber(result[1]) > now then
+  if result[2] then return {'shared', result[2]} end
+  return {'unshared'}
+end
+local lock = redis.call('HMGET', KEYS[1], 'token', 'until')
+if lock[1] == ARGV[2] and tonumber(lock[2]) > now then return {'held'} end
+return {'lost'}
+"""
+
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probe_until')
+if b[1] == 'open' then
+  local reopen = tonumber(b[2]) + tonumber(ARGV[2])
+  if now < reopen then return {0, string.format('%.17g', reopen - now)} end
+elseif b[1] == 'half_open' then
+  local lease = tonumber(b[3] or '0')
+  if lease > now then return {0, string.format('%.17g', lease - now)} end
+else
+  return {1, '0'}
+end
+redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {2, '0'}
+"""
+
+_RECORD = """
+local b = redis.call('HMGET', KEYS[1], 'state', 'failures', 'opened_at')
+local state = b[1] or 'closed'
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1])
+  if state == 'closed' then return {'closed', 0, '0', 0} end
+  return {'closed', 0, '0', 1}
+end
+local failures = tonumber(b[2] or '0') + 1
+local opened_at = b[3] or '0'
+local changed = 0
+if state == 'half_open' or (state ~= 'open' and failures >= tonumber(ARGV[3])) then
+  state, opened_at, changed = 'open', ARGV[1], 1
+end
+redis.call('HSET', KEYS[1], 'state', state, 'failures', failures, 'opened_at', opened_at)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {state, failures, opened_at, changed}
+"""
+
+
+def hash_tag(key: str) -> str:
+    """`key` as the inside of a `{...}` hash tag: itself when plain, else its digest."""
+    plain = (
+        0 < len(key) <= MAX_PLAIN_KEY
+        and key.isascii()
+        and key.isprintable()
+        and "{" not in key
+        and "}" not in key
+        and not key.startswith(HASHED_PREFIX)
+    )
+    if plain:
+        return key
+    return HASHED_PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def millis(seconds: float) -> int:
+    """A server-side expiry in whole milliseconds, never zero (PX rejects 0)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def safe_cause(exc: BaseException) -> str:
+    """A short reason for `exc` that is safe to show: never a URL or a message echo."""
+    # redis-py may wrap the telling error (an AuthenticationError, say) in a
+    # ConnectionError: look down the chain before settling on a generic word.
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < 5:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    for error in chain:
+        specific = _specific_cause(error)
+        if specific is not None:
+            return specific
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "no such file" in text:
+        return "socket not found"
+    return "connection failed"
+
+
+def _specific_cause(exc: BaseException) -> str | None:
+    if isinstance(exc, AuthenticationError | NoPermissionError):
+        return "authentication failed"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, BusyLoadingError):
+        return "server is loading its data"
+    if isinstance(exc, ReadOnlyError):
+        return "server is read-only"
+    if isinstance(exc, ResponseError):
+        # Redis error replies start with an upper-case code (WRONGPASS, OOM, ...).
+        code = str(exc).split(" ", 1)[0]
+        if code in ("WRONGPASS", "NOAUTH"):
+            return "authentication failed"
+        return f"server error {code}" if code.isupper() and code.isalpha() else "server error"
+    return None
+
+
+def _number(raw: bytes | str | int | float) -> float:
+    return float(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def _text(raw: bytes | str) -> str:
+    # The client never decodes replies (bodies are bytes); typeshed allows both.
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+class RedisStore:
+    """The `Store` on one Redis server, shared by every sidecar pointed at it.
+
+    The client speaks to a single server (or a proxy in front of a cluster);
+    the key layout is already cluster-safe, one hash slot per operation.
+    """
+
+    def __init__(self, url: str, clock: Clock, namespace: str = "mirapi") -> None:
+        self._clock = clock
+        self._prefix = f"{namespace}:"
+        try:
+            self._client: aioredis.Redis = aioredis.from_url(
+                url,
+                # We fall back to local state rather than hang: fail fast, and
+                # retry only once, so a connection the server closed (a
+                # restart) is replaced without the caller seeing it.
+                socket_connect_timeout=1.0,
+                socket_timeout=2.0,
+                health_check_interval=15,
+                retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            )
+        except (ValueError, RedisError):
+            # The parser's message may quote the URL; say only what kind of problem.
+            raise ValueError("the redis URL is not valid (value not shown)") from None
+        self._health = StoreHealth("redis", ok=False, reason="redis not connected yet")
+        client = self._client
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._finish = client.register_script(_FINISH)
+        self._wait_poll = client.register_script(_WAIT_POLL)
+        self._admit = client.register_script(_ADMIT)
+        self._record = client.register_script(_RECORD)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.ping()
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        except (RedisError, OSError):
+            pass  # closing a connection that is already gone is not an error
+
+    def health(self) -> StoreHealth:
+        return self._health
+
+    async def ping(self) -> None:
+        """One PING; raises StoreUnavailable when Redis does not answer."""
+        await self._call(self._client.ping())
+
+    # -- smart cache -------------------------------------------------------
+
+    async def cache_get(self, key: str) -> StoredResponse | None:
+        data = await self._call(self._client.get(self._key("cache", key)))
+        if data is None:
+            return None
+        entry = StoredResponse.decode(_bytes(data))
+        return entry if entry.expires_at > self._clock.now() else None
+
+    async def cache_put(self, key: str, entry: StoredResponse) -> None:
+        ttl = entry.expires_at - self._clock.now()
+        if ttl <= 0:
+            return
+        # Redis bounds its memory itself (maxmemory and an eviction policy).
+        await self._call(
+            self._client.set(self._key("cache", key), entry.encode(), px=millis(ttl + GC_GRACE))
+        )
+
+    # -- circuit breaker ---------------------------------------------------
+
+    async def breaker_admit(self, host: str, cooldown: float, probe_lease: float) -> Admission:
+        now = self._clock.now()
+        verdict, retry_after = await self._call(
+            self._admit(
+                keys=[self._key("breaker", host)],
+                args=[repr(now), repr(cooldown), repr(now + probe_lease), millis(BREAKER_IDLE_TTL)],
+            )
+        )
+        if int(verdict) == 0:
+            return Admission(allowed=False, retry_after=_number(retry_after))
+        return Admission(allowed=True, probe=int(verdict) == 2)
+
+    async def breaker_record(self, host: str, success: bool, threshold: int) -> BreakerStatus:
+        state, failures, opened_at, changed = await self._call(
+            self._record(
+                keys=[self._key("breaker", host)],
+                args=[
+                    repr(self._clock.now()),
+                    "1" if success else "0",
+                    threshold,
+                    millis(BREAKER_IDLE_TTL),
+                ],
+            )
+        )
+        return BreakerStatus(
+            BreakerState(state.decode()), int(failures), _number(opened_at), bool(int(changed))
+        )
+
+    async def breaker_status(self, host: str) -> BreakerStatus:
+        state, failures, opened_at = await self._call(
+            self._client.hmget(self._key("breaker", host), ["state", "failures", "opened_at"])
+        )
+        if state is None:
+            return BreakerStatus(BreakerState.CLOSED)
+        return BreakerStatus(
+            BreakerState(_text(state)), int(failures or 0), _number(opened_at or 0)
+        )
+
+    # -- idempotency ---------------------------------------------------------
+
+    async def idem_claim(self, key: str, fingerprint: str, token: str, lock_ttl: float) -> Claim:
+        now = self._clock.now()
+        reply = await self._call(
+            self._claim(
+                keys=[self._idem_key(key, "lock"), self._idem_key(key, "rec")],
+                args=[
+                    repr(now),
+                    fingerprint,
+                    token,
+                    repr(now + lock_ttl),
+                    millis(lock_ttl + GC_GRACE),
+                ],
+            )
+        )
+        outcome = ClaimOutcome(reply[0].decode())
+        if outcome is ClaimOutcome.COMPLETED:
+            return Claim(outcome, record=StoredResponse.decode(reply[2]))
+        return Claim(outcome, token=reply[1].decode())
+
+    async def idem_renew(self, key: str, token: str, lock_ttl: float) -> bool:
+        now = self._clock.now()
+        renewed = await self._call(
+            self._renew(
+                keys=[self._idem_key(key, "lock")],
+                args=[repr(now), token, repr(now + lock_ttl), millis(lock_ttl + GC_GRACE)],
+            )
+        )
+        return bool(int(renewed))
+
+    async def idem_finish(
+        self,
+        key: str,
+        token: str,
+        response: StoredResponse | None,
+        keep_until: float | None,
+    ) -> None:
+        now = self._clock.now()
+        # Only a response can be replayed, and only until keep_until.
+        keep = keep_until if response is not None and keep_until is not None else now
+        await self._call(
+            self._finish(
+                keys=[
+                    self._idem_key(key, "lock"),
+                    self._idem_key(key, "rec"),
+                    self._idem_key(key, f"res:{token}"),
+                ],
+                args=[
+                    token,
+                    b"" if response is None else response.encode(),
+                    repr(keep) if keep > now else "",
+                    millis(keep - now + GC_GRACE),
+                    repr(now + RESULT_TTL),
+                    millis(RESULT_TTL + GC_GRACE),
+                ],
+            )
+        )
+
+    async def idem_wait(self, key: str, token: str, timeout: float) -> WaitResult:
+        keys = [self._idem_key(key, "lock"), self._idem_key(key, f"res:{token}")]
+        # Real time, not the injected clock: a fake clock's sleep returns at once.
+        deadline = time.monotonic() + timeout
+        pause = POLL_FIRST
+        while True:
+            reply = await self._call(
+                self._wait_poll(keys=keys, args=[repr(self._clock.now()), token])
+            )
+            verdict = reply[0]
+            if verdict == b"shared":
+                return WaitResult(WaitOutcome.SHARED, StoredResponse.decode(reply[1]))
+            if verdict == b"unshared":
+                return WaitResult(WaitOutcome.UNSHARED)
+            left = deadline - time.monotonic()
+            if verdict == b"lost" or left <= 0:
+                return WaitResult(WaitOutcome.LOST)
+            await asyncio.sleep(min(pause, left))
+            pause = min(POLL_MAX, pause * 1.5)
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{{{hash_tag(name)}}}"
+
+    def _idem_key(self, key: str, part: str) -> str:
+        return f"{self._key('idem', key)}:{part}"
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        """Await one Redis call; any failure becomes StoreUnavailable with a safe cause."""
+        try:
+            result = await command
+        except (RedisError, OSError) as exc:
+            reason = f"redis unreachable: {safe_cause(exc)}"
+            self._health = StoreHealth("redis", ok=False, reason=reason)
+            raise StoreUnavailable(reason) from exc
+        if not self._health.ok:
+            self._health = _HEALTHY
+        return result
+
+
+_HEALTHY = StoreHealth("redis")

@@ -1,0 +1,315 @@
+"""What only the embedded store does: survive a restart, bound its memory by
+bytes, and keep the disk off the request path.
+
+The behaviour every backend shares is in test_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.errors import StoreUnavailable
+from sidecar.store.base import BreakerState, ClaimOutcome, StoredResponse
+from sidecar.store.embedded import EmbeddedStore
+from tests.support.clock import FakeClock
+
+#: Long enough that only an explicit flush (or close) writes, in these tests.
+NEVER = 3600.0
+
+
+@pytest.fixture
+def fake() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "mirapi.db"
+
+
+@pytest.fixture
+async def store(path: Path, fake: FakeClock) -> AsyncIterator[EmbeddedStore]:
+    backend = EmbeddedStore(path, fake.clock(), 1 << 20, flush_interval=NEVER)
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+def entry(fake: FakeClock, body: bytes = b"hello", ttl: float = 300.0) -> StoredResponse:
+    return StoredResponse(200, (("content-type", "text/plain"),), body, fake.t, fake.t + ttl)
+
+
+def rows(path: Path, table: str) -> list[str]:
+    """The keys in `table`, read by another connection, as another process would."""
+    with sqlite3.connect(path) as conn:
+        column = "host" if table == "breaker" else "key"
+        return [key for (key,) in conn.execute(f"SELECT {column} FROM {table} ORDER BY rowid")]
+
+
+def permissions(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def files_in(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+async def reopened(path: Path, fake: FakeClock, cache_max_bytes: int = 1 << 20) -> EmbeddedStore:
+    again = EmbeddedStore(path, fake.clock(), cache_max_bytes, flush_interval=NEVER)
+    await again.open()
+    return again
+
+
+# -- surviving a restart ----------------------------------------------------------
+
+
+async def test_cache_records_and_breakers_survive_a_restart(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    kept = entry(fake, b"\x00kept\xff", ttl=300)
+    await store.cache_put("long", kept)
+    await store.cache_put("short", entry(fake, ttl=10))
+    assert (await store.idem_claim("k:1", "fp", "tok", 30)).outcome is ClaimOutcome.ACQUIRED
+    answer = entry(fake, b'{"id":1}')
+    await store.idem_finish("k:1", "tok", answer, keep_until=fake.t + 3600)
+    for _ in range(3):
+        await store.breaker_record("api.test", False, 3)
+    await store.close()
+
+    fake.advance(20)
+    again = await reopened(path, fake)
+    try:
+        assert await again.cache_get("long") == kept
+        assert await again.cache_get("short") is None
+        replay = await again.idem_claim("k:1", "fp", "tok-2", 30)
+        assert (replay.outcome, replay.record) == (ClaimOutcome.COMPLETED, answer)
+        assert (await again.idem_claim("k:1", "other", "tok-3", 30)).outcome is (
+            ClaimOutcome.MISMATCH
+        )
+        status = await again.breaker_status("api.test")
+        assert (status.state, status.failures) == (BreakerState.OPEN, 3)
+        admission = await again.breaker_admit("api.test", 30, 5)
+        assert admission.retry_after == pytest.approx(10)
+    finally:
+        await again.close()
+
+
+async def test_expired_records_are_not_loaded(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.idem_claim("k:1", "fp", "tok", 30)
+    await store.idem_finish("k:1", "tok", entry(fake), keep_until=fake.t + 60)
+    await store.close()
+    fake.advance(60)
+    again = await reopened(path, fake)
+    try:
+        assert (await again.idem_claim("k:1", "fp", "tok-2", 30)).outcome is ClaimOutcome.ACQUIRED
+    finally:
+        await again.close()
+
+
+async def test_locks_in_flight_do_not_survive_a_restart(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.idem_claim("k:1", "fp", "tok", 30)
+    await store.close()
+    again = await reopened(path, fake)
+    try:
+        assert (await again.idem_claim("k:1", "fp", "tok-2", 30)).outcome is ClaimOutcome.ACQUIRED
+    finally:
+        await again.close()
+
+
+async def test_a_closed_breaker_is_forgotten_on_disk(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.breaker_record("api.test", False, 3)
+    await store.flush()
+    assert rows(path, "breaker") == ["api.test"]
+    await store.breaker_record("api.test", True, 3)
+    await store.flush()
+    assert rows(path, "breaker") == []
+
+
+async def test_reloading_keeps_the_newest_entries_within_the_bound(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    for name in ("a", "b", "c"):
+        await store.cache_put(name, entry(fake, name.encode() * 1000))
+        fake.advance(1)
+    await store.close()
+    two = 2 * entry(fake, b"x" * 1000).size
+    again = await reopened(path, fake, cache_max_bytes=two)
+    try:
+        assert await again.cache_get("a") is None
+        assert (await again.cache_get("b")) is not None
+        assert (await again.cache_get("c")) is not None
+        await again.flush()
+        assert rows(path, "cache") == ["b", "c"]
+    finally:
+        await again.close()
+
+
+# -- the memory bound --------------------------------------------------------------
+
+
+async def test_the_least_recently_used_entry_is_evicted_by_bytes(
+    path: Path, fake: FakeClock
+) -> None:
+    one = entry(fake, b"x" * 1000)
+    store = EmbeddedStore(path, fake.clock(), 2 * one.size + 10, flush_interval=NEVER)
+    await store.open()
+    try:
+        await store.cache_put("a", one)
+        await store.cache_put("b", one)
+        assert await store.cache_get("a") == one  # now b is the least recently used
+        await store.cache_put("c", one)
+        assert await store.cache_get("b") is None
+        assert await store.cache_get("a") == one
+        assert await store.cache_get("c") == one
+        await store.flush()
+        assert sorted(rows(path, "cache")) == ["a", "c"]
+    finally:
+        await store.close()
+
+
+async def test_an_entry_over_the_bound_is_not_stored(path: Path, fake: FakeClock) -> None:
+    small = entry(fake, b"small")
+    store = EmbeddedStore(path, fake.clock(), 1000, flush_interval=NEVER)
+    await store.open()
+    try:
+        await store.cache_put("small", small)
+        await store.cache_put("big", entry(fake, b"x" * 1000))
+        assert await store.cache_get("big") is None
+        # Nothing was evicted to make room for an entry that could never fit.
+        assert await store.cache_get("small") == small
+    finally:
+        await store.close()
+    assert rows(path, "cache") == ["small"]
+
+
+async def test_a_bound_of_zero_caches_nothing(fake: FakeClock) -> None:
+    store = EmbeddedStore(None, fake.clock(), 0)
+    await store.cache_put("a", entry(fake, b""))
+    assert await store.cache_get("a") is None
+
+
+# -- the disk off the request path ------------------------------------------------------
+
+
+async def test_cache_put_returns_before_the_row_is_written(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.cache_put("a", entry(fake))
+    assert rows(path, "cache") == []
+    await store.flush()
+    assert rows(path, "cache") == ["a"]
+
+
+async def test_pending_writes_are_flushed_at_close(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.cache_put("a", entry(fake))
+    await store.idem_claim("k:1", "fp", "tok", 30)
+    await store.idem_finish("k:1", "tok", entry(fake), keep_until=fake.t + 60)
+    assert rows(path, "idempotency") == []
+    await store.close()
+    assert rows(path, "cache") == ["a"]
+    assert rows(path, "idempotency") == ["k:1"]
+
+
+async def test_writes_go_behind_on_their_own(path: Path, fake: FakeClock) -> None:
+    store = EmbeddedStore(path, fake.clock(), 1 << 20, flush_interval=0.01)
+    await store.open()
+    try:
+        await store.cache_put("a", entry(fake))
+        for _ in range(200):
+            if rows(path, "cache") == ["a"]:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the entry was not written within 2 s")
+    finally:
+        await store.close()
+
+
+async def test_expired_rows_are_swept_from_the_file(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.cache_put("short", entry(fake, ttl=10))
+    await store.cache_put("long", entry(fake, ttl=3600))
+    await store.flush()
+    fake.advance(600)  # past the sweep interval
+    await store.cache_put("new", entry(fake))
+    await store.flush()
+    assert rows(path, "cache") == ["long", "new"]
+
+
+# -- failures -----------------------------------------------------------------------
+
+
+async def test_a_failing_write_is_reported_and_retried(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE cache RENAME TO cache_away")
+    await store.cache_put("a", entry(fake))
+    with pytest.raises(StoreUnavailable):
+        await store.flush()
+    health = store.health()
+    assert not health.ok
+    assert health.reason is not None and str(path) not in health.reason
+    # Requests are still answered from memory.
+    assert await store.cache_get("a") is not None
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE cache_away RENAME TO cache")
+    await store.flush()
+    assert store.health().ok
+    assert rows(path, "cache") == ["a"]
+
+
+async def test_an_unusable_file_fails_open_without_showing_the_path(
+    tmp_path: Path, fake: FakeClock
+) -> None:
+    path = tmp_path / "missing-dir" / "mirapi.db"
+    store = EmbeddedStore(path, fake.clock())
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    assert "missing-dir" not in caught.value.message
+    await store.close()
+
+
+async def test_the_file_is_private_to_its_owner(store: EmbeddedStore, path: Path) -> None:
+    assert permissions(path) == 0o600
+
+
+async def test_without_a_path_it_is_memory_only(fake: FakeClock, tmp_path: Path) -> None:
+    store = EmbeddedStore(None, fake.clock())
+    await store.open()
+    await store.cache_put("a", entry(fake))
+    assert await store.cache_get("a") is not None
+    assert store.health().backend == "embedded"
+    await store.close()
+    assert files_in(tmp_path) == []
+
+
+# -- waiting -------------------------------------------------------------------------
+
+
+async def test_a_waiter_wakes_at_the_finish_not_at_the_next_clock_check(
+    store: EmbeddedStore, fake: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sidecar.store.memory.EXPIRY_CHECK", 30.0)
+    await store.idem_claim("k:1", "fp", "tok-a", 30)
+    assert (await store.idem_claim("k:1", "fp", "tok-b", 30)).outcome is ClaimOutcome.IN_FLIGHT
+    waiter = asyncio.create_task(store.idem_wait("k:1", "tok-a", 10))
+    await asyncio.sleep(0.02)
+    await store.idem_finish("k:1", "tok-a", None, keep_until=None)
+    async with asyncio.timeout(0.5):
+        assert (await waiter).response is None

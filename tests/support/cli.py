@@ -1,0 +1,78 @@
+"""The real `mirapi` entry point against one data dir, for end-to-end tests.
+
+Commands run as `python -m mirapi_cli.main` with MIRAPI_DATA_DIR in the
+test's tmp dir; sidecars listen on 127.0.0.1 port 0. Every wait is bounded,
+and `kill_leftover` kills whatever a test left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 30.0
+
+
+class Cli:
+    """Runs `mirapi` against one data dir."""
+
+    def __init__(self, data_dir: Path, config: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "MIRAPI_DATA_DIR": str(data_dir),
+            # The test's own config file: the user's may not leak in.
+            "MIRAPI_CONFIG": str(config),
+            "NO_COLOR": "1",
+        }
+        self.command = [sys.executable, "-m", "mirapi_cli.main"]
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*self.command, *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "sidecar.json"
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.state_file.read_text())
+        return data
+
+    def start(self, *args: str) -> dict[str, Any]:
+        done = self("sidecar", "start", "--listen", "127.0.0.1:0", *args)
+        assert done.returncode == 0, done.stderr
+        return self.state()
+
+
+def kill_leftover(state_file: Path) -> None:
+    try:
+        pid = json.loads(state_file.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
