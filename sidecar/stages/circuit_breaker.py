@@ -57,7 +57,7 @@ class CircuitBreaker:
         if breaker is None:
             return await call_next(exchange)
         host = upstream_host(exchange.target)
-        await self._admit(exchange, host, breaker)
+        clean = await self._admit(exchange, host, breaker)
         # A cancelled attempt (the client went away) records nothing, and so
         # does an error the sidecar raised before reaching the host.
         try:
@@ -65,19 +65,22 @@ class CircuitBreaker:
         except UpstreamFailure:
             await self._record(host, False, breaker.threshold)
             raise
-        await self._record(host, not counts_as_failure(response.status), breaker.threshold)
+        success = not counts_as_failure(response.status)
+        if not (success and clean):
+            await self._record(host, success, breaker.threshold)
         return response
 
-    async def _admit(self, exchange: Exchange, host: str, breaker: BreakerPolicy) -> None:
+    async def _admit(self, exchange: Exchange, host: str, breaker: BreakerPolicy) -> bool:
+        """Raise CircuitOpen when refused; True when a success needs no record."""
         try:
             admission = await self._store.breaker_admit(
                 host, breaker.cooldown, probe_lease=exchange.policy.timeout
             )
         except StoreUnavailable:
             log.warning("circuit breaker for %s skipped: the store did not answer", host)
-            return
+            return True
         if admission.allowed:
-            return
+            return admission.clean
         wait = max(1, math.ceil(admission.retry_after))
         exchange.note_attempt(CIRCUIT_OPEN_OUTCOME, 0.0)
         raise CircuitOpen(

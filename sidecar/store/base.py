@@ -82,6 +82,10 @@ class Admission:
     probe: bool = False
     #: Seconds until the breaker may let an attempt through (when refused).
     retry_after: float = 0.0
+    #: Closed with no failure counted: a success need not be recorded (one
+    #: store round trip fewer per healthy request; a failure counted by
+    #: another sidecar in between is then reset by the next success instead).
+    clean: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,3 +213,4 @@ class Store(Protocol):
         Polls or listens in real time; the lock's expiry is judged by the
         clock. Gives up with LOST after `timeout` seconds of real time.
         """
+

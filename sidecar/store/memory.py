@@ -53,6 +53,7 @@ EXPIRY_CHECK = 0.03
 SWEEP_FLOOR = 1024
 
 _ALLOWED = Admission(allowed=True)
+_CLEAN = Admission(allowed=True, clean=True)
 _HEALTHY = StoreHealth("memory")
 
 
@@ -197,7 +198,9 @@ class MemoryStore:
 
     async def breaker_admit(self, host: str, cooldown: float, probe_lease: float) -> Admission:
         breaker = self._breakers.get(host)
-        if breaker is None or breaker.state is BreakerState.CLOSED:
+        if breaker is None:
+            return _CLEAN
+        if breaker.state is BreakerState.CLOSED:
             return _ALLOWED
         now = self._clock.now()
         if breaker.state is BreakerState.OPEN:

@@ -150,8 +150,10 @@ if b[1] == 'open' then
 elseif b[1] == 'half_open' then
   local lease = tonumber(b[3] or '0')
   if lease > now then return {0, string.format('%.17g', lease - now)} end
-else
+elseif b[1] then
   return {1, '0'}
+else
+  return {3, '0'}
 end
 redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -329,9 +331,10 @@ class RedisStore:
                 args=[repr(now), repr(cooldown), repr(now + probe_lease), millis(BREAKER_IDLE_TTL)],
             )
         )
+        # 0 refused, 1 allowed, 2 allowed as the probe, 3 allowed and clean.
         if int(verdict) == 0:
             return Admission(allowed=False, retry_after=_number(retry_after))
-        return Admission(allowed=True, probe=int(verdict) == 2)
+        return Admission(allowed=True, probe=int(verdict) == 2, clean=int(verdict) == 3)
 
     async def breaker_record(self, host: str, success: bool, threshold: int) -> BreakerStatus:
         state, failures, opened_at, changed = await self._call(

@@ -14,7 +14,7 @@ from sidecar.stages.cascade import Cascade
 from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.stages.retry import Retry
 from sidecar.stages.smart_cache import SmartCache
-from sidecar.store.base import BreakerState, Store
+from sidecar.store.base import BreakerState, BreakerStatus, Store
 from sidecar.store.memory import MemoryStore
 from tests.support.clock import FakeClock
 
@@ -269,3 +269,23 @@ async def test_an_open_circuit_is_rescued_by_the_cache_else_answered_503(
     with pytest.raises(CircuitOpen) as refused:
         await handler(request(cache=False))
     assert refused.value.retry_after == 30
+
+
+async def test_a_healthy_host_costs_no_record_call() -> None:
+    fake = FakeClock()
+    calls: list[str] = []
+
+    class CountingStore(MemoryStore):
+        async def breaker_record(self, host: str, success: bool, threshold: int) -> BreakerStatus:
+            calls.append("record")
+            return await super().breaker_record(host, success, threshold)
+
+    stage = CircuitBreaker(CountingStore(fake.clock()), fake.clock())
+    request = exchange("on")
+
+    async def ok(_: Exchange) -> Response:
+        return Response(200, [])
+
+    await stage(request, ok)
+    await stage(exchange("on"), ok)
+    assert calls == []

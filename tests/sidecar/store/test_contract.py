@@ -406,3 +406,12 @@ async def test_a_wait_gives_up_after_its_timeout(store: Store) -> None:
 async def test_waiting_on_a_token_that_holds_nothing_is_lost_at_once(store: Store) -> None:
     async with asyncio.timeout(0.5):
         assert await store.idem_wait(KEY, "tok-z", 5) == WaitResult(WaitOutcome.LOST)
+
+
+async def test_admission_is_clean_only_with_no_failure_counted(store: Store) -> None:
+    assert (await store.breaker_admit(HOST, COOLDOWN, LEASE)).clean
+    await store.breaker_record(HOST, False, THRESHOLD)
+    counted = await store.breaker_admit(HOST, COOLDOWN, LEASE)
+    assert counted.allowed and not counted.clean
+    await store.breaker_record(HOST, True, THRESHOLD)
+    assert (await store.breaker_admit(HOST, COOLDOWN, LEASE)).clean
