@@ -19,6 +19,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from mirapi_cli.commands.curl import curl
+from mirapi_cli.commands.routes import app as routes_app
 from mirapi_cli.commands.sidecar import app as sidecar_app
 from mirapi_cli.errors import guard, reporter
 from sidecar import __version__
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(sidecar_app, name="sidecar")
+app.add_typer(routes_app, name="routes")
 app.command("curl")(curl)
 
 

@@ -23,6 +23,7 @@ from sidecar.exchange import Exchange, Response, new_request_id
 from sidecar.logging import AccessLog
 from sidecar.pipeline import build_chain
 from sidecar.policy import parse_policy
+from sidecar.route_table import RouteTable
 from sidecar.store import store_for
 from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
@@ -43,7 +44,12 @@ class BodyReader:
         self.limit = limit
 
     async def read(self, receive: ASGIReceive, declared: str | None) -> bytes:
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.limit
+        ):
             raise PayloadTooLarge(f"the request body is over the {self.limit}-byte limit")
         chunks: list[bytes] = []
         size = 0
@@ -88,12 +94,15 @@ class Sidecar:
         )
         self.client = client or UpstreamClient(self.egress)
         self.store = store or store_for(settings, clock)
+        # Filled from the store at start-up, then kept fresh by polling it.
+        self.routes = RouteTable(self.store)
         self.chain = build_chain(
             self.client,
             self.store,
             max_body=settings.max_body,
             cache_entry_limit=cache_entry_limit(settings),
             clock=clock,
+            routes=self.routes,
         )
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)
@@ -110,13 +119,14 @@ class Sidecar:
             await self.lifespan(receive, send)
 
     async def lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
-        """Start Quart's side at start-up; close the upstream pool at shutdown."""
+        """Open the store and load the routes at start-up; close it all at shutdown."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.access_log = AccessLog.from_root()
                 try:
                     await self.store.open()
+                    await self.routes.start()
                     await self.control.startup()
                 except Exception as error:
                     # Tell the server, which then refuses to serve, rather
@@ -125,6 +135,7 @@ class Sidecar:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.routes.stop()
                 await self.client.aclose()
                 await self.store.close()
                 await self.control.shutdown()

@@ -17,7 +17,8 @@
     ├── ServiceUnavailable        503 (Retry-After)
     │   ├── CircuitOpen           503 circuit_open      no upstream call made
     │   └── StoreUnavailable      503 store_unavailable the store did not answer
-    └── GatewayTimeout            504 upstream_timeout / deadline_exceeded
+    ├── GatewayTimeout            504 upstream_timeout / deadline_exceeded
+    └── RouteInvalid              500 route_invalid     a stored route is unusable
 
 Every error carries a message that is safe to show and to log: it never holds
 a body, a credential or a card number. Stages raise these; only `render_error`
@@ -143,6 +144,13 @@ class StoreUnavailable(ServiceUnavailable):
 class GatewayTimeout(MirApiError):
     status = 504
     code = "upstream_timeout"
+
+
+class RouteInvalid(MirApiError):
+    """A stored route the sidecar cannot use: its configuration, not the request."""
+
+    status = 500
+    code = "route_invalid"
 
 
 def error_body(error: MirApiError, request_id: str) -> bytes:

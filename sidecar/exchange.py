@@ -4,6 +4,12 @@ An `Exchange` is the inbound request (method, path, headers, the body read
 once), its parsed `RequestPolicy`, and facts the stages learn on the way
 (the target, attempts, which rescue happened). It knows nothing of Quart or
 ASGI, so `mirapi curl` can build one in-process.
+
+In route mode (SPEC §4) `targets` are the route's endpoints, joined with the
+request path, and `target_options` holds, index for index, what each
+endpoint adds to its attempts: extra headers and its own timeout. The stage
+that picks a target calls `aim(index)`, so later stages read the options of
+the endpoint under way.
 """
 
 from __future__ import annotations
@@ -14,8 +20,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sidecar.policy import RequestPolicy
+from sidecar.routes import Route
 
 Headers = list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOptions:
+    """What one route endpoint adds to every attempt sent to it."""
+
+    #: Sent upstream with each attempt, replacing the client's header of the
+    #: same name; lower-case names, proxy headers already removed.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: The per-attempt timeout for this endpoint, seconds; None: the policy's.
+    timeout: float | None = None
+
+
+NO_OPTIONS = TargetOptions()
 
 
 def new_request_id() -> str:
@@ -38,11 +59,19 @@ class Exchange:
     policy: RequestPolicy
     request_id: str
     client_id: str = "local"
-    #: The upstream URLs to try in order: the primary, then failover ones.
+    #: The upstream URLs to try in order: the primary, then failover ones,
+    #: or a route's endpoints.
     targets: tuple[str, ...] = ()
+    #: Per target, index for index; empty outside route mode.
+    target_options: tuple[TargetOptions, ...] = ()
+    #: The stored route this request goes through, or None (X-Target-URL).
+    route: Route | None = None
     #: The URL of the attempt under way (set by the cascade stage).
     target: str = ""
-    #: Headers to send upstream (set by strip_headers, once per request).
+    #: Which of `targets` is `target`.
+    target_index: int = 0
+    #: Headers to send upstream (set by strip_headers, once per request);
+    #: the endpoint's own headers are laid over them per attempt (forward).
     upstream_headers: Headers | None = None
     #: The Idempotency-Key every attempt carries upstream, when one is due.
     idempotency_key: str | None = None
@@ -55,6 +84,24 @@ class Exchange:
     attempt_log: list[tuple[str, str, float]] = field(default_factory=list)
     #: Told of each attempt as it ends, for live progress (`mirapi curl -v`).
     on_attempt: Callable[[str, str, float], None] | None = None
+
+    def aim(self, index: int) -> None:
+        """Make `targets[index]` the target of the attempts that follow."""
+        self.target_index = index
+        self.target = self.targets[index]
+
+    @property
+    def options(self) -> TargetOptions:
+        """What the endpoint under way adds to its attempts (nothing outside routes)."""
+        if self.target_index < len(self.target_options):
+            return self.target_options[self.target_index]
+        return NO_OPTIONS
+
+    @property
+    def attempt_timeout(self) -> float:
+        """The timeout of one attempt at the target under way."""
+        timeout = self.options.timeout
+        return self.policy.timeout if timeout is None else timeout
 
     def note_attempt(self, outcome: str, wait: float) -> None:
         """Record how the attempt at `self.target` ended and the wait before the next."""

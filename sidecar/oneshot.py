@@ -4,7 +4,9 @@ It runs the very chain the sidecar runs, so a one-off call gets the same
 retries, timeouts, failover, smart cache, breaker and idempotency. There is
 no egress policy: the user typed the URL. Given the sidecar's store (the
 same Redis, or the same data dir), a one-off call shares its cache and
-breaker state.
+breaker state; given a route table loaded from that store, it can use a
+stored route (`X-Route-Key`), with `path` and `query` appended to the
+route's endpoints.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sidecar.egress import OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
 from sidecar.pipeline import build_chain
 from sidecar.policy import parse_policy
+from sidecar.stages.routing import RouteLookup
 from sidecar.store.base import Store
 from sidecar.store.memory import MemoryStore
 from sidecar.upstream import UpstreamClient
@@ -37,14 +40,23 @@ class OneShot:
     on_attempt: Callable[[str, str, float], None] | None = None
     timeout: float = 30.0
     request_id: str = field(default_factory=new_request_id)
+    #: Appended to the target (SPEC §1); a route's path, as `/v1/charges`.
+    path: str = "/"
+    #: The query string, without '?'.
+    query: str = ""
 
 
 async def call(
-    request: OneShot, clock: Clock = SYSTEM_CLOCK, store: Store | None = None
+    request: OneShot,
+    clock: Clock = SYSTEM_CLOCK,
+    store: Store | None = None,
+    routes: RouteLookup | None = None,
 ) -> tuple[Response, Exchange]:
     """Run the chain for `request`; the caller reads the response, then `close`s it.
 
     `store` must be open; without one, state lives in memory for this call.
+    `routes` (a `RouteTable` the caller has loaded with `refresh()`) is
+    where `X-Route-Key` names are looked up; without it none is known.
     Raises MirApiError for anything the sidecar would have answered itself.
     """
     lowered = [(name.lower(), value) for name, value in request.headers]
@@ -55,8 +67,8 @@ async def call(
     client = UpstreamClient(OpenEgress())
     exchange = Exchange(
         method=request.method,
-        path="/",
-        query="",
+        path=request.path,
+        query=request.query,
         headers=lowered,
         body=request.body,
         policy=policy,
@@ -69,6 +81,7 @@ async def call(
         max_body=ONESHOT_MAX_BODY,
         cache_entry_limit=ONESHOT_CACHE_ENTRY_LIMIT,
         clock=clock,
+        routes=routes,
     )
     try:
         response = await chain(exchange)

@@ -21,9 +21,10 @@ from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.stages.deadline import Deadline
 from sidecar.stages.forward import Forward
 from sidecar.stages.idempotency import Idempotency
+from sidecar.stages.race import Race
 from sidecar.stages.respond import Respond
 from sidecar.stages.retry import Retry
-from sidecar.stages.routing import Routing
+from sidecar.stages.routing import RouteLookup, Routing
 from sidecar.stages.smart_cache import SmartCache
 from sidecar.stages.strip_headers import StripHeaders
 from sidecar.store.base import Store
@@ -51,19 +52,26 @@ def standard_stages(
     cache_entry_limit: int,
     clock: Clock = SYSTEM_CLOCK,
     budget: RetryBudget | None = None,
+    routes: RouteLookup | None = None,
 ) -> list[Stage]:
-    """The stages of SPEC §2 in their fixed order; each line says why it sits there."""
+    """The stages of SPEC §2 in their fixed order; each line says why it sits there.
+
+    `routes` is where stored routes are looked up (a `RouteTable`); without
+    it every route name is unknown (404 route_not_found).
+    """
     return [
         # Outermost: decorates whatever answer comes back, rescues included.
         Respond(max_body),
         # Resolves the targets first: the computed idempotency key covers the URL.
-        Routing(),
+        Routing(routes),
         # Before any upstream work: a duplicate waits here for the first's answer.
         Idempotency(store, clock, max_body),
         # Outside the deadline, failover and retries: it rescues what they could not.
         SmartCache(store, clock, cache_entry_limit),
         # Bounds everything after it: failover and every retry.
         Deadline(),
+        # A race route's endpoints at once; each branch is a one-target cascade.
+        Race(),
         # Failover wraps retries: the next target only once one is spent.
         Cascade(),
         # Retries one target; every attempt goes through the stages below.
@@ -82,9 +90,14 @@ def build_chain(
     max_body: int,
     cache_entry_limit: int,
     clock: Clock = SYSTEM_CLOCK,
+    routes: RouteLookup | None = None,
 ) -> Next:
     """The whole pipeline, ending in one upstream attempt."""
     stages = standard_stages(
-        store, max_body=max_body, cache_entry_limit=cache_entry_limit, clock=clock
+        store,
+        max_body=max_body,
+        cache_entry_limit=cache_entry_limit,
+        clock=clock,
+        routes=routes,
     )
     return build(stages, Forward(client))

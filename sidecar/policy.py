@@ -126,7 +126,7 @@ def _positive_duration(header: str, value: str) -> float:
 
 def _retry_count(header: str, value: str) -> int:
     text = value.strip()
-    if not text.isdigit() or int(text) > MAX_RETRIES:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_RETRIES:
         raise BadHeader(header, f"{value!r} is not a whole number from 0 to {MAX_RETRIES}")
     return int(text)
 
@@ -137,7 +137,7 @@ def _retry_on(header: str, value: str) -> RetryOn:
     for word in (w.strip().lower() for w in value.split(",")):
         if word in RETRY_CONDITIONS:
             conditions.add(word)
-        elif word.isdigit() and 100 <= int(word) <= 599:
+        elif word.isascii() and word.isdigit() and 100 <= int(word) <= 599:
             statuses.add(int(word))
         else:
             known = ", ".join(sorted(RETRY_CONDITIONS))
@@ -211,7 +211,7 @@ def _circuit_breaker(header: str, value: str) -> BreakerPolicy | None:
     threshold, cooldown = 5, 30.0
     for name, arg in params.items():
         if name == "threshold":
-            if not arg.isdigit() or not 1 <= int(arg) <= 1000:
+            if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= 1000:
                 raise BadHeader(header, f"threshold {arg!r} is not a whole number from 1 to 1000")
             threshold = int(arg)
         elif name == "cooldown":

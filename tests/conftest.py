@@ -67,3 +67,14 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop and restart."""
+    server = RedisServer(tmp_path_factory.mktemp("rd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

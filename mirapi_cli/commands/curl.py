@@ -2,7 +2,12 @@
 
 In-process by default (the same pipeline as the sidecar, no sidecar needed,
 no egress policy: the user typed the URL), or through a running sidecar with
-`--via`. The body goes to stdout (or `-o FILE`) as it arrives; notes, `-v`
+`--via`. With `--route NAME` the call uses a stored route (`mirapi routes`):
+the URL argument is then the path and query to append to the route's
+endpoints (`mirapi curl --route stripe /v1/charges -d amount=100`); a full
+URL is accepted too and only its path and query are used. In-process, the
+route is read from the store the settings name (the data dir's, or Redis).
+The body goes to stdout (or `-o FILE`) as it arrives; notes, `-v`
 attempt lines and the retry spinner go to stderr. Exit codes follow curl's
 where curl has one (6, 7, 22, 28, 3, 26, 23), else MirApi's (1, 2).
 """
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -54,6 +60,13 @@ class CurlRequest:
     method: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    #: The stored route to call through; `url` is then the path and query.
+    route: str | None = None
+
+    def path_and_query(self) -> tuple[str, str]:
+        """The path and the query (without '?') to append to a route's endpoints."""
+        path, _, query = self.url.partition("?")
+        return path or "/", query
 
 
 def read_data(value: str, *, binary: bool) -> bytes:
@@ -77,6 +90,15 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def route_path(url: str) -> str:
+    """What `--route` appends: `/path?query` from a path or a full URL."""
+    if "://" in url:
+        parts = urlsplit(url)
+        path = parts.path or "/"
+        return f"{path}?{parts.query}" if parts.query else path
+    return url if url.startswith("/") else f"/{url}"
+
+
 def build_request(
     url: str,
     method: str | None,
@@ -84,9 +106,12 @@ def build_request(
     data: str | None,
     data_binary: str | None,
     proxy_headers: dict[str, str | None],
+    route: str | None = None,
 ) -> CurlRequest:
     """The request to make, with MirApi's flags turned into its headers."""
-    if "://" not in url:
+    if route is not None:
+        url = route_path(url)
+    elif "://" not in url:
         url = f"http://{url}"  # as curl does for a bare host
     body = b""
     given = [parse_header(h) for h in headers]
@@ -97,8 +122,11 @@ def build_request(
         if not any(name.lower() == "content-type" for name, _ in given):
             given.append(("Content-Type", "application/x-www-form-urlencoded"))
     chosen = method or ("POST" if data is not None or data_binary is not None else "GET")
-    request = CurlRequest(url=url, method=chosen.upper(), headers=given, body=body)
-    request.headers.append(("X-Target-URL", url))
+    request = CurlRequest(url=url, method=chosen.upper(), headers=given, body=body, route=route)
+    if route is None:
+        request.headers.append(("X-Target-URL", url))
+    else:
+        request.headers.append(("X-Route-Key", route))
     request.headers.extend((name, value) for name, value in proxy_headers.items() if value)
     return request
 
@@ -135,7 +163,7 @@ class Progress:
 
 
 def curl(
-    url: Annotated[str, typer.Argument(help="The URL to call.")],
+    url: Annotated[str, typer.Argument(help="The URL to call (with --route: the path to append).")],
     request: Annotated[str | None, typer.Option("-X", "--request", help="HTTP method.")] = None,
     header: Annotated[
         list[str], typer.Option("-H", "--header", help="'Name: value'; repeatable.")
@@ -176,6 +204,12 @@ def curl(
         str | None, typer.Option("--deadline", help="Whole call, retries included.")
     ] = None,
     failover: Annotated[list[str], typer.Option("--failover", help="Backup URL; repeatable.")] = [],  # noqa: B006
+    route: Annotated[
+        str | None,
+        typer.Option(
+            "--route", metavar="NAME", help="Call through stored route NAME; URL is the path."
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option("--idempotency-key", help="Same key on every attempt; replayed for 24h."),
@@ -219,7 +253,7 @@ def curl(
         "X-Smart-Cache": smart_cache,
         "X-Circuit-Breaker": "on" if circuit_breaker else None,
     }
-    call = build_request(url, request, header, data, data_binary, proxy_headers)
+    call = build_request(url, request, header, data, data_binary, proxy_headers, route)
     settings = _store_settings(call, via, data_dir, redis)
     sink = _open_sink(output_file)
     try:
@@ -260,11 +294,13 @@ def _store_settings(
 ) -> Settings | None:
     """The settings naming the store an in-process call shares, when it needs one.
 
-    A plain call opens no store (it starts faster and touches no files).
+    A plain call opens no store (it starts faster and touches no files); a
+    call through a route needs one, since routes live there.
     """
     if via is not None:
         return None
-    if redis is None and not any(name.lower() in _STATEFUL_HEADERS for name, _ in call.headers):
+    stateful = any(name.lower() in _STATEFUL_HEADERS for name, _ in call.headers)
+    if call.route is None and redis is None and not stateful:
         return None
     from mirapi_cli.options import load_settings
 
@@ -328,6 +364,7 @@ _FLAG_FOR_HEADER = {
     "X-Smart-Cache": "--smart-cache",
     "X-Circuit-Breaker": "--circuit-breaker",
     "X-Target-URL": "URL",
+    "X-Route-Key": "--route",
 }
 
 

@@ -51,22 +51,30 @@ async def in_process(
 
     With `settings`, the call uses the store they name (the data dir's
     embedded store, or Redis), so it shares cache, breaker and idempotency
-    state with the sidecar; without, its state lives and dies with it.
+    state with the sidecar, and reads its routes from there (`--route`);
+    without, its state lives and dies with it.
     """
     from sidecar import oneshot
     from sidecar.errors import MirApiError
+    from sidecar.route_table import RouteTable
     from sidecar.store import store_for
 
     store = None
+    routes = None
     if settings is not None:
         store = store_for(settings)
         try:
             await store.open()
         except MirApiError as error:
             raise CallFailed(error.code, error.message) from None
+        if call.route is not None:
+            routes = RouteTable(store)
+            await routes.refresh()
     request = oneshot.OneShot(call.method, call.headers, call.body, on_attempt=on_attempt)
+    if call.route is not None:
+        request.path, request.query = call.path_and_query()
     try:
-        response, _ = await oneshot.call(request, store=store)
+        response, _ = await oneshot.call(request, store=store, routes=routes)
     except MirApiError as error:
         if store is not None:
             await store.close()
@@ -108,8 +116,10 @@ async def through_sidecar(call: CurlRequest, via: str) -> CurlResponse:
         transport, base = httpx.AsyncHTTPTransport(), via.rstrip("/")
     client = httpx.AsyncClient(transport=transport, timeout=None)
     headers = [*call.headers, ("X-Proxy-Debug", "on")]
+    # A route's path goes on the request line; X-Target-URL carries its own.
+    path = call.url if call.route is not None else "/"
     request = client.build_request(
-        call.method, base + "/", headers=headers, content=call.body or None
+        call.method, base + path, headers=headers, content=call.body or None
     )
     try:
         response = await client.send(request, stream=True)

@@ -1,16 +1,20 @@
-"""Failover: each target in turn once the previous one's retries are spent.
+"""Failover and priority routes: each target in turn once the previous one's retries are spent.
 
-`exchange.targets` holds the primary URL then the `X-Failover-URL` ones
-(later, a route's endpoints). A target that answers with a retryable status,
-gives no response at all, or whose circuit breaker is open hands over to the
-next; the last one's outcome is what the client gets (an open circuit there
-propagates as `503 circuit_open`, for the smart cache to rescue). Served by
-a later target: `X-Rescued: failover`.
+`exchange.targets` holds the primary URL then the `X-Failover-URL` ones, or
+a route's endpoints in order (the `priority` strategy, and a `race` that
+may not race). A target that answers with a retryable status, gives no
+response at all, or whose circuit breaker is open hands over to the next;
+the last one's outcome is what the client gets (an open circuit there
+propagates as `503 circuit_open`, for the smart cache to rescue). Each
+target gets its own retries and breaker, since both sit inside this stage.
+
+Served by a later target with a status below 400: `X-Rescued: failover` for
+X-Failover-URL, `X-Rescued: cascade_fallback` for a route's endpoint.
 """
 
 from __future__ import annotations
 
-from sidecar.errors import CircuitOpen, UpstreamFailure
+from sidecar.errors import CircuitOpen, MirApiError, UpstreamFailure
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.stages.circuit_breaker import CIRCUIT_OPEN_OUTCOME
 
@@ -21,13 +25,14 @@ class Cascade:
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
         retry_on = exchange.policy.retry_on
         last = len(exchange.targets) - 1
+        fallback = rescue_name(exchange)
         for index, url in enumerate(exchange.targets):
-            exchange.target = url
+            exchange.aim(index)
             try:
                 response = await call_next(exchange)
             except UpstreamFailure as failure:
                 if index == last:
-                    raise _final_error(exchange, failure) from None
+                    raise final_error(exchange.attempt_log, failure) from None
                 continue
             except CircuitOpen:
                 if index == last:
@@ -36,20 +41,25 @@ class Cascade:
             if index == last or not retry_on.status_is_retryable(response.status):
                 exchange.answered_by = url
                 if index > 0 and response.status < 400:
-                    exchange.rescue = "failover"
+                    exchange.rescue = fallback
                 return response
             await response.discard()
         raise AssertionError("a request always has at least one target")
 
 
-def _final_error(exchange: Exchange, failure: UpstreamFailure) -> Exception:
+def rescue_name(exchange: Exchange) -> str:
+    """`X-Rescued` for an answer from a later target: a route's, or X-Failover-URL's."""
+    return "cascade_fallback" if exchange.route is not None else "failover"
+
+
+def final_error(attempt_log: list[tuple[str, str, float]], failure: UpstreamFailure) -> MirApiError:
     """504 when every attempt made timed out, else 502 (SPEC §2.6).
 
     An outcome in the attempt log starts with the failure's kind (the retry
     stage may add `; over retry budget`); targets skipped because their
     circuit was open made no attempt and do not count.
     """
-    kinds = {outcome.partition(";")[0] for _, outcome, _ in exchange.attempt_log}
+    kinds = {outcome.partition(";")[0] for _, outcome, _ in attempt_log}
     kinds.discard(CIRCUIT_OPEN_OUTCOME)
     if kinds <= {"timeout"}:
         return UpstreamFailure("timeout", failure.detail).as_error()

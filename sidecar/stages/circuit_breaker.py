@@ -74,7 +74,7 @@ class CircuitBreaker:
         """Raise CircuitOpen when refused; True when a success needs no record."""
         try:
             admission = await self._store.breaker_admit(
-                host, breaker.cooldown, probe_lease=exchange.policy.timeout
+                host, breaker.cooldown, probe_lease=exchange.attempt_timeout
             )
         except StoreUnavailable:
             log.warning("circuit breaker for %s skipped: the store did not answer", host)

@@ -1,8 +1,14 @@
-"""The terminal of the chain: one attempt at the current target."""
+"""The terminal of the chain: one attempt at the current target.
+
+In route mode the endpoint under way may add headers of its own (laid over
+the stripped client headers) and have its own per-attempt timeout
+(`Exchange.attempt_timeout`).
+"""
 
 from __future__ import annotations
 
 from sidecar.exchange import Exchange, Response
+from sidecar.stages.strip_headers import with_endpoint_headers
 from sidecar.upstream import UpstreamClient
 
 
@@ -13,10 +19,11 @@ class Forward:
         self._client = client
 
     async def __call__(self, exchange: Exchange) -> Response:
+        headers = with_endpoint_headers(exchange.upstream_headers or [], exchange.options.headers)
         return await self._client.send(
             exchange.method,
             exchange.target,
-            exchange.upstream_headers or [],
+            headers,
             exchange.body,
-            exchange.policy.timeout,
+            exchange.attempt_timeout,
         )

@@ -30,7 +30,9 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
     for token in pointer[1:].split("/"):
         token = token.replace("~1", "/").replace("~0", "~")
         if isinstance(node, list):
-            if not token.isdigit() or (token.startswith("0") and token != "0"):
+            if not (token.isascii() and token.isdigit()) or (
+                token.startswith("0") and token != "0"
+            ):
                 raise KeyError(token)
             index = int(token)
             if index >= len(node):

@@ -53,7 +53,7 @@ def upstream_wait(headers: Headers, now: float) -> float | None:
 
 def _retry_after(value: str, now: float) -> float | None:
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(text)
     parsed = email.utils.parsedate_to_datetime(text)
     if parsed is None or parsed.tzinfo is None:

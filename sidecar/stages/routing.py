@@ -1,16 +1,63 @@
-"""Routing: which upstream URLs this request goes to (SPEC §1).
+"""Routing: which upstream URLs this request goes to (SPEC §1, §4).
 
-Checked in order: `X-Route-Key`, path mode `/r/NAME/...`, `X-Target-URL`.
-Stored routes arrive with the route store; until a route exists under a
-name, naming it is `404 route_not_found`.
+Checked in order:
+
+1. `X-Route-Key: NAME` — a stored route; the request path is appended as it
+   is (a `/r/...` path is not taken apart when the header names the route).
+2. Path mode `/r/NAME/<rest>` — the same, with `<rest>` (and the query)
+   appended to each endpoint. Needs no proxy header at all, so an SDK can
+   use a route by changing only its base URL.
+3. `X-Target-URL`, with `X-Failover-URL` after it.
+
+A name no route has: `404 route_not_found`. Joining follows SPEC §1 for all
+three: the request's path (minus `/r/NAME`) and query are appended to the
+target's path; a path of `/` adds nothing.
+
+In route mode:
+
+- `exchange.targets` are the route's endpoints in order, and
+  `exchange.target_options` their extra headers and timeouts.
+- The route's defaults lie *under* the request's headers: the policy is
+  parsed again from the defaults overlaid with the request's own policy
+  headers, so a header the request sends always wins, and anything the
+  request does not say comes from the route.
+- An endpoint's timeout replaces the per-attempt timeout (the route's
+  default included) unless the request itself sent `X-Timeout`.
+- `X-Failover-URL` is refused (`400 bad_header`): a route's backups are its
+  own endpoints, and silently dropping the header would hide a mistake.
+- A route default the parsers refuse (it would have been refused by
+  `mirapi routes add`, so the store holds something it should not) answers
+  `500 route_invalid` naming the route and header: it is the sidecar's
+  configuration that is wrong, not the client's request.
 """
 
 from __future__ import annotations
 
-from sidecar.errors import NoTarget, NotFound
-from sidecar.exchange import Exchange, Next, Response
+from typing import Protocol
+
+from sidecar.errors import BadHeader, NoTarget, NotFound, RouteInvalid
+from sidecar.exchange import Exchange, Next, Response, TargetOptions
+from sidecar.policy import RequestPolicy, parse_policy
+from sidecar.routes import DEFAULT_KEYS, Route
+from sidecar.stages.strip_headers import endpoint_headers
 
 PATH_MODE_PREFIX = "/r/"
+
+#: The headers a route may give defaults for, lower case.
+DEFAULTABLE = frozenset(header.lower() for header in DEFAULT_KEYS.values())
+
+
+class RouteLookup(Protocol):
+    """Where routes are found by name (a `RouteTable`, or a dict-like in tests)."""
+
+    def get(self, name: str) -> Route | None: ...
+
+
+class NoRoutes:
+    """A lookup with no routes: every name is unknown."""
+
+    def get(self, name: str) -> Route | None:
+        return None
 
 
 def join_target(target: str, path: str, query: str) -> str:
@@ -34,15 +81,64 @@ def split_path_mode(path: str) -> tuple[str, str] | None:
     return (name, slash + rest) if name else None
 
 
+def first_values(exchange: Exchange) -> dict[str, str]:
+    """The request's headers, first value of each name (as the edge parsed them)."""
+    first: dict[str, str] = {}
+    for name, value in exchange.headers:
+        first.setdefault(name, value)
+    return first
+
+
+def route_policy(route: Route, request: dict[str, str], default_timeout: float) -> RequestPolicy:
+    """The policy from `route`'s defaults overlaid by the request's own headers."""
+    merged: dict[str, str] = {}
+    for header, value in route.defaults.headers:
+        name = header.lower()
+        if name not in DEFAULTABLE:
+            raise RouteInvalid(f"route {route.name!r} has a default for {header}, which it may not")
+        merged[name] = value
+    merged.update(request)
+    try:
+        return parse_policy(merged, default_timeout)
+    except BadHeader as error:
+        if error.header.lower() in request:
+            raise
+        raise RouteInvalid(
+            f"route {route.name!r} has a bad default for {error.header}: {error.reason}"
+        ) from None
+
+
+def route_targets(
+    route: Route, path: str, query: str, request_timeout: bool
+) -> tuple[tuple[str, ...], tuple[TargetOptions, ...]]:
+    """Each endpoint joined with the request, and what it adds to its attempts."""
+    targets = tuple(join_target(e.url, path, query) for e in route.endpoints)
+    options = tuple(
+        TargetOptions(
+            headers=endpoint_headers(e.headers),
+            timeout=None if request_timeout else e.timeout,
+        )
+        for e in route.endpoints
+    )
+    return targets, options
+
+
 class Routing:
-    """Sets `exchange.targets`: the primary URL, then any failover URLs."""
+    """Sets `exchange.targets`: a route's endpoints, or the primary then failover URLs."""
+
+    def __init__(self, routes: RouteLookup | None = None) -> None:
+        self._routes: RouteLookup = routes if routes is not None else NoRoutes()
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
         policy = exchange.policy
+        if policy.route_key is not None:
+            self._use_route(exchange, policy.route_key)
+            return await call_next(exchange)
         path_mode = split_path_mode(exchange.path)
-        if policy.route_key is not None or path_mode is not None:
-            name = policy.route_key or (path_mode[0] if path_mode else "")
-            raise NotFound(f"no route named {name!r}", code="route_not_found")
+        if path_mode is not None:
+            name, exchange.path = path_mode
+            self._use_route(exchange, name)
+            return await call_next(exchange)
         if policy.target_url is None:
             raise NoTarget()
         primary = join_target(policy.target_url, exchange.path, exchange.query)
@@ -51,3 +147,21 @@ class Routing:
         )
         exchange.targets = (primary, *failover)
         return await call_next(exchange)
+
+    def _use_route(self, exchange: Exchange, name: str) -> None:
+        route = self._routes.get(name)
+        if route is None:
+            raise NotFound(f"no route named {name!r}", code="route_not_found")
+        if not route.endpoints:
+            raise RouteInvalid(f"route {name!r} has no endpoints")
+        if exchange.policy.failover_urls:
+            raise BadHeader(
+                "X-Failover-URL", f"not with a route: add the URL to route {name!r} instead"
+            )
+        request = first_values(exchange)
+        if route.defaults.headers:
+            exchange.policy = route_policy(route, request, exchange.policy.timeout)
+        exchange.route = route
+        exchange.targets, exchange.target_options = route_targets(
+            route, exchange.path, exchange.query, request_timeout="x-timeout" in request
+        )

@@ -216,7 +216,7 @@ class SmartCache:
         """RFC 9111 §4.2.3, simplified: the upstream's own Age plus our time held."""
         upstream_age = 0
         for name, value in entry.headers:
-            if name == "age" and value.strip().isdigit():
+            if name == "age" and value.strip().isascii() and value.strip().isdigit():
                 upstream_age = int(value)
         return upstream_age + max(0, int(self._clock.now() - entry.stored_at))
 

@@ -6,9 +6,16 @@ hop-by-hop headers (RFC 9110 §7.6.1) and any header the client's
 and `Content-Length` (recomputed from the body we send). Added:
 `X-Request-ID`, and `Idempotency-Key` when a non-idempotent request may be
 sent more than once, so that upstreams such as Stripe deduplicate.
+
+A route endpoint's own headers (an API version, the backup provider's
+credentials) go through the same filter, so a route can never put a proxy
+header back, and then replace the client's headers of the same name on the
+attempts to that endpoint (`with_endpoint_headers`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from sidecar.exchange import Exchange, Headers, Next, Response
 from sidecar.upstream import HOP_BY_HOP
@@ -33,6 +40,27 @@ RECOMPUTED = frozenset({"host", "content-length"})
 DROPPED = PROXY_NAMES | HOP_BY_HOP | RECOMPUTED
 
 
+def is_forwarded(name: str) -> bool:
+    """True when a header named `name` (lower case) may reach the upstream as it is."""
+    if name in DROPPED:
+        return False
+    return not (name.startswith("x-") and name.startswith(PROXY_PREFIXES))
+
+
+def endpoint_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A route endpoint's headers, lower-cased, without any a client could not send on."""
+    lowered = ((name.strip().lower(), value) for name, value in headers)
+    return tuple((name, value) for name, value in lowered if name and is_forwarded(name))
+
+
+def with_endpoint_headers(headers: Headers, extra: tuple[tuple[str, str], ...]) -> Headers:
+    """`headers` with `extra` (already filtered) replacing those of the same names."""
+    if not extra:
+        return headers
+    replaced = {name for name, _ in extra}
+    return [(n, v) for n, v in headers if n not in replaced] + list(extra)
+
+
 def upstream_headers(headers: Headers, request_id: str, idempotency_key: str | None) -> Headers:
     """The headers to forward, in the client's order."""
     named_by_connection = {
@@ -44,9 +72,7 @@ def upstream_headers(headers: Headers, request_id: str, idempotency_key: str | N
     kept: Headers = []
     has_request_id = has_idempotency_key = False
     for name, value in headers:
-        if name in DROPPED or name in named_by_connection:
-            continue
-        if name.startswith("x-") and name.startswith(PROXY_PREFIXES):
+        if name in named_by_connection or not is_forwarded(name):
             continue
         has_request_id = has_request_id or name == "x-request-id"
         has_idempotency_key = has_idempotency_key or name == "idempotency-key"

@@ -145,7 +145,7 @@ class StoreHealth:
 
 
 class Store(Protocol):
-    """Shared state: smart cache, circuit breakers, idempotency keys."""
+    """Shared state: smart cache, circuit breakers, idempotency keys, routes."""
 
     async def open(self) -> None:
         """Connect, create tables, load what survives a restart."""
@@ -214,3 +214,20 @@ class Store(Protocol):
         clock. Gives up with LOST after `timeout` seconds of real time.
         """
 
+    # -- routes ----------------------------------------------------------------
+    # Durable: a write returns only once it is committed (SQLite) or
+    # acknowledged (Redis); StoreUnavailable otherwise. Routes are written by
+    # `mirapi routes`, not on the request path; sidecars read them through a
+    # RouteTable that polls `routes_version`.
+
+    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        """Every route (name -> encoded route) and the version they are at."""
+
+    async def routes_version(self) -> int:
+        """A number that changes whenever any route is written or removed."""
+
+    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        """Store route `name`; False (nothing written) if it exists and not `replace`."""
+
+    async def route_delete(self, name: str) -> bool:
+        """Remove route `name`; False when there was none."""

@@ -9,20 +9,34 @@ waits for the disk; the price is that a crash loses the last interval's
 changes (a replay record too: a client retrying after a sidecar crash may
 reach the upstream again, where the upstream Idempotency-Key still guards).
 
-At open the schema is created and what has not expired is loaded back: the
-cache in write order, within the memory bound. In-flight idempotency locks
-are not kept (their holders died with the process), nor probe leases: a
-half-open breaker admits a new probe after a restart.
+At open the schema is created or migrated, and what has not expired is
+loaded back: the cache in write order, within the memory bound. In-flight
+idempotency locks are not kept (their holders died with the process), nor
+probe leases: a half-open breaker admits a new probe after a restart.
 
-Tables (room left for later ones: jobs, routes, keys, events):
+Routes are not written behind: they are configuration, written by `mirapi
+routes` (often from another process while a sidecar runs), so each route
+write is its own transaction on the writer thread, fsynced at commit, and
+awaited; a failure raises StoreUnavailable. The `routes_version` row is
+bumped in the same transaction, and read afresh from the file at every
+`routes_version` call, so a sidecar sees another process's writes.
+
+Tables (room left for later ones: jobs, keys, events):
 
     cache        key, expires_at, entry (StoredResponse.encode())
     idempotency  key, fingerprint, keep_until, response
     breaker      host, state, failures, opened_at, saved_at
+    routes       name, data (sidecar.routes.encode())
+    meta         key, value       ('routes_version': bumped by every route write)
 
-sqlite3 errors are caught only here: at open they become StoreUnavailable;
-a failing write-behind is logged, reported by `health()` and retried, and
-never fails a request.
+The schema version is SQLite's `user_version`; `MIGRATIONS[n]` takes a file
+from version n to n + 1, all steps in one transaction at open, so a file
+written by an older sidecar is upgraded in place. A file from a newer
+sidecar is refused rather than misread.
+
+sqlite3 errors are caught only here: at open and on route writes they become
+StoreUnavailable; a failing write-behind is logged, reported by `health()`
+and retried, and never fails a request.
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,29 +69,39 @@ T = TypeVar("T")
 
 log = logging.getLogger("mirapi.store")
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS cache (
-    key TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL,
-    entry BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cache_expires_at ON cache (expires_at);
-CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    keep_until REAL NOT NULL,
-    response BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idempotency_keep_until ON idempotency (keep_until);
-CREATE TABLE IF NOT EXISTS breaker (
-    host TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    opened_at REAL NOT NULL,
-    saved_at REAL NOT NULL
-);
-"""
+#: Statements taking the schema from version n (the index) to n + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: the first schema (a new file; IF NOT EXISTS as it always was).
+    (
+        """CREATE TABLE IF NOT EXISTS cache (
+            key TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL,
+            entry BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS cache_expires_at ON cache (expires_at)",
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            key TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            keep_until REAL NOT NULL,
+            response BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS idempotency_keep_until ON idempotency (keep_until)",
+        """CREATE TABLE IF NOT EXISTS breaker (
+            host TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            failures INTEGER NOT NULL,
+            opened_at REAL NOT NULL,
+            saved_at REAL NOT NULL
+        )""",
+    ),
+    # 1 -> 2: routes, and their version.
+    (
+        "CREATE TABLE IF NOT EXISTS routes (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)",
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('routes_version', 0)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Expired rows are deleted at most this often (clock seconds).
 SWEEP_EVERY = 300.0
@@ -166,10 +190,7 @@ class Database:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            _migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -265,10 +286,108 @@ class Database:
         conn.execute("DELETE FROM idempotency WHERE keep_until <= ?", (now,))
         conn.execute("DELETE FROM breaker WHERE saved_at <= ?", (now - BREAKER_IDLE_TTL,))
 
+    # -- routes: each write its own durable transaction -------------------------
+
+    def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        conn = self._connection()
+        # One read transaction: the version and the rows of one snapshot.
+        conn.execute("BEGIN")
+        try:
+            version = _routes_version(conn)
+            routes = {str(name): bytes(data) for name, data in conn.execute(_SELECT_ROUTES)}
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return version, routes
+
+    def routes_version(self) -> int:
+        # Outside a transaction every statement reads the file afresh (WAL),
+        # so another process's commit is seen at the next call.
+        return _routes_version(self._connection())
+
+    def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        with self._route_transaction() as conn:
+            if not replace and conn.execute(_ROUTE_EXISTS, (name,)).fetchone() is not None:
+                return False
+            conn.execute("INSERT OR REPLACE INTO routes (name, data) VALUES (?, ?)", (name, data))
+            conn.execute(_BUMP_ROUTES_VERSION)
+        return True
+
+    def route_delete(self, name: str) -> bool:
+        with self._route_transaction() as conn:
+            if conn.execute("DELETE FROM routes WHERE name = ?", (name,)).rowcount == 0:
+                return False
+            conn.execute(_BUMP_ROUTES_VERSION)
+        return True
+
+    @contextlib.contextmanager
+    def _route_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that commits on a normal exit, fsynced (synchronous=FULL)."""
+        conn = self._connection()
+        # The write-behind may lose its last interval to a power cut; a route
+        # someone was told is saved may not. Route writes are rare: fsync them.
+        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise sqlite3.ProgrammingError("the database is not open")
         return self._conn
+
+
+_SELECT_ROUTES = "SELECT name, data FROM routes"
+_ROUTE_EXISTS = "SELECT 1 FROM routes WHERE name = ?"
+_BUMP_ROUTES_VERSION = (
+    "INSERT INTO meta (key, value) VALUES ('routes_version', 1)"
+    " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+)
+
+
+def _routes_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'routes_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION; refuse a file from a newer sidecar."""
+    version = _user_version(conn)
+    if version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Again under the write lock: another process may have just migrated.
+            version = _user_version(conn)
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    if version > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"the embedded database has schema {version}, newer than this mirapi's"
+            f" ({SCHEMA_VERSION}): upgrade mirapi"
+        )
 
 
 def _decoded(rows: sqlite3.Cursor, build: Callable[..., T]) -> list[T]:
@@ -445,6 +564,34 @@ class EmbeddedStore:
 
     async def idem_wait(self, key: str, token: str, timeout: float) -> WaitResult:
         return await self._memory.idem_wait(key, token, timeout)
+
+    # -- routes: straight to the file (memory only without one) ----------------
+
+    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        if self._database is None:
+            return await self._memory.routes_load()
+        return await self._on_file("routes read", self._database.routes_load)
+
+    async def routes_version(self) -> int:
+        if self._database is None:
+            return await self._memory.routes_version()
+        return await self._on_file("routes read", self._database.routes_version)
+
+    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        if self._database is None:
+            return await self._memory.route_put(name, data, replace)
+        return await self._on_file("route write", self._database.route_put, name, data, replace)
+
+    async def route_delete(self, name: str) -> bool:
+        if self._database is None:
+            return await self._memory.route_delete(name)
+        return await self._on_file("route write", self._database.route_delete, name)
+
+    async def _on_file(self, doing: str, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the writer thread, once the store is open."""
+        if self._executor is None:
+            raise StoreUnavailable(f"embedded database {doing} failed: the store is not open")
+        return await self._run(doing, work, *args)
 
 
 _HEALTHY = StoreHealth("embedded")

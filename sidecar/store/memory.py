@@ -18,6 +18,9 @@ or by an occasional sweep of the idempotency maps.
   uncontended request keeps nothing. Waiters sleep on an event set by
   `idem_finish`, and look at the clock every `EXPIRY_CHECK` seconds of real
   time to notice a holder whose lock ran out.
+- Routes: a dict of encoded routes and a version counter bumped by every
+  write (only this process sees them: the memory-only store is for tests and
+  the Redis store's fallback, which never holds routes).
 
 A `StoreObserver` is told of every change worth keeping past a restart; the
 `load_*` methods put such state back at start without telling it.
@@ -129,6 +132,8 @@ class MemoryStore:
         self._results: dict[tuple[str, str], _Result] = {}
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._sweep_above = SWEEP_FLOOR
+        self._routes: dict[str, bytes] = {}
+        self._routes_version = 0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -337,3 +342,24 @@ class MemoryStore:
         self._results = {k: v for k, v in self._results.items() if v.until > now}
         alive = len(self._locks) + len(self._records) + len(self._results)
         self._sweep_above = max(SWEEP_FLOOR, 2 * alive)
+
+    # -- routes ----------------------------------------------------------------
+
+    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        return self._routes_version, dict(self._routes)
+
+    async def routes_version(self) -> int:
+        return self._routes_version
+
+    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        if not replace and name in self._routes:
+            return False
+        self._routes[name] = data
+        self._routes_version += 1
+        return True
+
+    async def route_delete(self, name: str) -> bool:
+        if self._routes.pop(name, None) is None:
+            return False
+        self._routes_version += 1
+        return True

@@ -10,6 +10,16 @@ operation touches share a hash tag, so a Redis Cluster keeps them in one slot.
     mirapi:idem:{KEY}:res:TOKEN     hash     until, resp        (for the holder's waiters;
                                              no resp: nothing to share; written only
                                              when a claim was told TOKEN)
+    mirapi:routes:{routes}          hash     NAME -> sidecar.routes.encode(route)
+    mirapi:routes:{routes}:version  string   bumped by every route write
+
+Routes are configuration, not state: they never expire (with an eviction
+policy, use a `volatile-*` one so Redis evicts only keys with a TTL, which
+every other key has). A put or a delete is one script that also bumps the
+version, so a sidecar polling the version never misses a write. A missing
+version key (a new server, or a flushed one) is started from the wall
+clock in microseconds rather than 0, so a flush does not bring back a
+version a sidecar already holds, and it sees the change.
 
 A key (or host) that is empty, long, not printable ASCII, holds a brace or
 starts with `sha256:` is replaced by `sha256:` + its hex digest, so the tag is
@@ -180,6 +190,32 @@ return {state, failures, opened_at, changed}
 """
 
 
+# KEYS: routes hash, version. ARGV: name, data, replace ('1'/'0'), version seed.
+_ROUTE_PUT = """
+if ARGV[3] ~= '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[4]) end
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+# KEYS: routes hash, version. ARGV: name, version seed.
+_ROUTE_DELETE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[2]) end
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+# KEYS: routes hash, version. The version and the routes of one moment.
+_ROUTES_LOAD = """
+return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
+"""
+
+#: The tag of every route key: all routes in one slot, read and written together.
+ROUTES_TAG = "{routes}"
+
+
 def hash_tag(key: str) -> str:
     """`key` as the inside of a `{...}` hash tag: itself when plain, else its digest."""
     plain = (
@@ -239,6 +275,12 @@ def _specific_cause(exc: BaseException) -> str | None:
     return None
 
 
+def _version_seed() -> int:
+    """Where a missing route version starts: wall-clock microseconds, never repeated."""
+    # Real time, not the injected clock: this orders versions, it expires nothing.
+    return time.time_ns() // 1000
+
+
 def _number(raw: bytes | str | int | float) -> float:
     return float(raw.decode() if isinstance(raw, bytes) else raw)
 
@@ -284,6 +326,11 @@ class RedisStore:
         self._wait_poll = client.register_script(_WAIT_POLL)
         self._admit = client.register_script(_ADMIT)
         self._record = client.register_script(_RECORD)
+        self._route_put = client.register_script(_ROUTE_PUT)
+        self._route_delete = client.register_script(_ROUTE_DELETE)
+        self._routes_load = client.register_script(_ROUTES_LOAD)
+        self._routes_keys = [f"{self._prefix}routes:{ROUTES_TAG}"]
+        self._routes_keys.append(f"{self._routes_keys[0]}:version")
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -440,6 +487,32 @@ class RedisStore:
                 return WaitResult(WaitOutcome.LOST)
             await asyncio.sleep(min(pause, left))
             pause = min(POLL_MAX, pause * 1.5)
+
+    # -- routes ----------------------------------------------------------------
+
+    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        version, flat = await self._call(self._routes_load(keys=self._routes_keys))
+        routes = {_text(flat[i]): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return int(version), routes
+
+    async def routes_version(self) -> int:
+        version = await self._call(self._client.get(self._routes_keys[1]))
+        return 0 if version is None else int(version)
+
+    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        written = await self._call(
+            self._route_put(
+                keys=self._routes_keys,
+                args=[name, data, "1" if replace else "0", _version_seed()],
+            )
+        )
+        return bool(int(written))
+
+    async def route_delete(self, name: str) -> bool:
+        removed = await self._call(
+            self._route_delete(keys=self._routes_keys, args=[name, _version_seed()])
+        )
+        return bool(int(removed))
 
     # -- plumbing ------------------------------------------------------------
 

@@ -20,6 +20,12 @@ What falls back, and what that means:
     call in flight goes on), its finish is dropped, and its waiters get LOST,
     so they claim again (locally) and make their own call. Single-flight
     across sidecars is lost during an outage; no request fails because of it.
+
+Routes do not fall back: they are configuration every sidecar must agree on,
+so they are read and written in Redis only. While degraded a route call
+raises StoreUnavailable without touching Redis (a sidecar's RouteTable keeps
+the routes it last read; `mirapi routes` reports the store unavailable), and
+a route call that finds Redis gone degrades the store like any other call.
 """
 
 from __future__ import annotations
@@ -100,6 +106,8 @@ class ResilientStore:
         self._retry_interval = retry_interval
         self._degraded = False
         self._reason: str | None = None
+        #: The RedisStore's own (safe) message, for calls that do not fall back.
+        self._cause: str | None = None
         self._trouble = asyncio.Event()
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
@@ -215,7 +223,31 @@ class ResilientStore:
             self._degrade(exc)
             return WaitResult(WaitOutcome.LOST)
 
+    # -- routes: Redis only ------------------------------------------------------
+
+    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        return await self._shared(self._primary.routes_load)
+
+    async def routes_version(self) -> int:
+        return await self._shared(self._primary.routes_version)
+
+    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        return await self._shared(lambda: self._primary.route_put(name, data, replace))
+
+    async def route_delete(self, name: str) -> bool:
+        return await self._shared(lambda: self._primary.route_delete(name))
+
     # -- switching -----------------------------------------------------------
+
+    async def _shared(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` on Redis, which alone holds shared config; StoreUnavailable while degraded."""
+        if self._degraded:
+            raise StoreUnavailable(self._cause or "redis unreachable")
+        try:
+            return await call()
+        except StoreUnavailable as exc:
+            self._degrade(exc)
+            raise
 
     async def _either(self, call: Callable[[Store], Awaitable[T]]) -> T:
         """`call` on Redis while it answers, else (and from then on) on local state."""
@@ -230,6 +262,7 @@ class ResilientStore:
         if self._degraded:
             return
         # The RedisStore's message is already safe: a short cause, never the URL.
+        self._cause = exc.message
         self._reason = f"{exc.message}; using local state"
         self._degraded = True
         self._trouble.set()
@@ -238,6 +271,7 @@ class ResilientStore:
     def _recover(self) -> None:
         self._degraded = False
         self._reason = None
+        self._cause = None
         self._trouble.clear()
         log.info("redis answers again; shared state restored")
 
@@ -252,6 +286,7 @@ class ResilientStore:
             try:
                 await self._primary.ping()
             except StoreUnavailable as exc:
+                self._cause = exc.message
                 self._reason = f"{exc.message}; using local state"
                 continue
             if self._closed:

@@ -6,43 +6,16 @@ Each call is a real `mirapi` process; state lives in the test's data dir
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.support.cli import REPO, Cli, kill_leftover
+from tests.support.cli import Cli, kill_leftover, run_mirapi
 from tests.support.redis import RedisServer
 from tests.support.upstream import Upstream, reply, start_upstream
 
 
 async def mirapi(data_dir: Path, *args: str) -> tuple[int, bytes, str]:
     """Run `mirapi ARGS` on `data_dir`; (exit code, stdout bytes, stderr text)."""
-    config = data_dir.parent / f"{data_dir.name}.toml"
-    config.write_text("")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "NO_COLOR": "1",
-        "MIRAPI_DATA_DIR": str(data_dir),
-        "MIRAPI_CONFIG": str(config),
-    }
-    env.pop("MIRAPI_REDIS", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirapi_cli.main",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out, err.decode()
+    return await run_mirapi(data_dir, *args)
 
 
 async def test_a_cached_answer_rescues_a_later_call(tmp_path: Path) -> None:
@@ -74,18 +47,8 @@ async def test_an_idempotency_key_replays_across_calls(tmp_path: Path, upstream:
     assert len(upstream.seen) == 1
 
 
-@pytest.fixture
-def redis_for_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("rc"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def test_curl_shares_the_breaker_with_a_sidecar_through_redis(
-    tmp_path: Path, redis_for_test: RedisServer
+    tmp_path: Path, private_redis: RedisServer
 ) -> None:
     upstream, runner = await start_upstream()
     upstream.default = reply(503, b"sick")
@@ -93,7 +56,7 @@ async def test_curl_shares_the_breaker_with_a_sidecar_through_redis(
     config.write_text("")
     cli = Cli(tmp_path / "sidecar", config)
     try:
-        address = cli.start("--allow-private", "--redis", redis_for_test.url)["address"]
+        address = cli.start("--allow-private", "--redis", private_redis.url)["address"]
         await _open_breaker(address, upstream.url)
         assert len(upstream.seen) == 2
 
@@ -103,7 +66,7 @@ async def test_curl_shares_the_breaker_with_a_sidecar_through_redis(
             upstream.url + "/pay",
             "--circuit-breaker",
             "--redis",
-            redis_for_test.url,
+            private_redis.url,
         )
         assert code == 1
         assert "circuit" in err.lower()

@@ -51,12 +51,6 @@ async def stoppable_upstream() -> AsyncIterator[tuple[Upstream, web.AppRunner]]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=20) as client:
-        yield client
-
-
 async def test_cached_rescue_after_the_upstream_goes_down(
     start_sidecar: StartSidecar,
     stoppable_upstream: tuple[Upstream, web.AppRunner],
@@ -202,17 +196,6 @@ async def test_explicit_key_replays_refuses_reuse_and_in_flight(
     assert busy.status_code == 409
     assert busy.json()["error"]["code"] == "idempotency_in_flight"
     assert busy.headers["retry-after"] == "1"
-
-
-@pytest.fixture
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, which the test may stop and restart."""
-    server = RedisServer(tmp_path_factory.mktemp("rd"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_two_sidecars_on_one_redis_share_state(

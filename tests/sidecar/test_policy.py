@@ -83,6 +83,9 @@ def test_cache_breaker_and_idempotency_headers() -> None:
         ("x-circuit-breaker", "off; threshold=3"),
         ("x-idempotency-wait", "sometimes"),
         ("x-idempotency-ttl", "0"),
+        ("x-retry-count", "\u00b2"),
+        ("x-retry-on", "5\u00b200"),
+        ("x-circuit-breaker", "on; threshold=\u00b2"),
     ],
 )
 def test_bad_values_name_the_header(header: str, value: str) -> None:

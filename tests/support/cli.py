@@ -7,6 +7,7 @@ and `kill_leftover` kills whatever a test left running.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -76,3 +77,35 @@ def kill_leftover(state_file: Path) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+async def run_mirapi(
+    data_dir: Path, *args: str, stdin: bytes | None = None
+) -> tuple[int, bytes, str]:
+    """Run `mirapi ARGS` on `data_dir` with an empty config file, no MIRAPI_REDIS.
+
+    Returns (exit code, stdout bytes, stderr text); bounded by WAIT * 2.
+    """
+    config = data_dir.parent / f"{data_dir.name}.toml"
+    config.write_text("")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "NO_COLOR": "1",
+        "MIRAPI_DATA_DIR": str(data_dir),
+        "MIRAPI_CONFIG": str(config),
+    }
+    env.pop("MIRAPI_REDIS", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mirapi_cli.main",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), WAIT * 2)
+    assert process.returncode is not None
+    return process.returncode, out, err.decode()

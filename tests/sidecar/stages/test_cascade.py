@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sidecar.errors import CircuitOpen, GatewayTimeout, UpstreamFailure, UpstreamUnreachable
-from sidecar.exchange import Exchange, Response
+from sidecar.exchange import Exchange, Response, TargetOptions
 from sidecar.policy import parse_policy
+from sidecar.routes import Endpoint, Route
 from sidecar.stages.cascade import Cascade
 
 PRIMARY, BACKUP = "https://primary.test/x", "https://backup.test/x"
@@ -74,3 +75,46 @@ async def test_mixed_failures_are_unreachable() -> None:
     ex = exchange(PRIMARY, BACKUP)
     with pytest.raises(UpstreamUnreachable):
         await Cascade()(ex, per_target({PRIMARY: "timeout", BACKUP: "reset"}))
+
+
+def route_exchange(*targets: str) -> Exchange:
+    """A route-mode exchange: the targets are a route's endpoints."""
+    route = Route("pay", tuple(Endpoint(url) for url in targets))
+    ex = exchange(*targets)
+    ex.route = route
+    ex.target_options = (TargetOptions(), TargetOptions(headers=(("x-backup", "1"),), timeout=2.0))
+    return ex
+
+
+async def test_a_route_served_by_a_later_endpoint_is_rescued_by_cascade_fallback() -> None:
+    ex = route_exchange(PRIMARY, BACKUP)
+    call_next = per_target({PRIMARY: 503, BACKUP: 200})
+    response = await Cascade()(ex, call_next)
+    assert response.status == 200
+    assert ex.rescue == "cascade_fallback"
+    assert ex.answered_by == BACKUP
+    assert call_next.tried == [PRIMARY, BACKUP]
+
+
+async def test_a_route_served_by_its_first_endpoint_is_no_rescue() -> None:
+    ex = route_exchange(PRIMARY, BACKUP)
+    response = await Cascade()(ex, per_target({PRIMARY: 200, BACKUP: 200}))
+    assert response.status == 200 and ex.rescue is None
+
+
+async def test_header_failover_is_still_called_failover() -> None:
+    ex = exchange(PRIMARY, BACKUP)
+    await Cascade()(ex, per_target({PRIMARY: "reset", BACKUP: 200}))
+    assert ex.rescue == "failover"
+
+
+async def test_each_attempt_sees_its_own_endpoints_options() -> None:
+    ex = route_exchange(PRIMARY, BACKUP)
+    seen: list[tuple[str, float, tuple[tuple[str, str], ...]]] = []
+
+    async def call_next(current: Exchange) -> Response:
+        seen.append((current.target, current.attempt_timeout, current.options.headers))
+        return Response(503 if current.target == PRIMARY else 200, [])
+
+    await Cascade()(ex, call_next)
+    assert seen == [(PRIMARY, 30.0, ()), (BACKUP, 2.0, (("x-backup", "1"),))]

@@ -16,7 +16,7 @@ import pytest
 
 from sidecar.errors import StoreUnavailable
 from sidecar.store.base import BreakerState, ClaimOutcome, StoredResponse
-from sidecar.store.embedded import EmbeddedStore
+from sidecar.store.embedded import SCHEMA_VERSION, EmbeddedStore
 from tests.support.clock import FakeClock
 
 #: Long enough that only an explicit flush (or close) writes, in these tests.
@@ -313,3 +313,139 @@ async def test_a_waiter_wakes_at_the_finish_not_at_the_next_clock_check(
     await store.idem_finish("k:1", "tok-a", None, keep_until=None)
     async with asyncio.timeout(0.5):
         assert (await waiter).response is None
+
+
+# -- routes: durable, not written behind -------------------------------------------
+
+#: The schema the first embedded store wrote (user_version 1), before routes.
+SCHEMA_V1 = """
+CREATE TABLE cache (key TEXT PRIMARY KEY, expires_at REAL NOT NULL, entry BLOB NOT NULL);
+CREATE INDEX cache_expires_at ON cache (expires_at);
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, keep_until REAL NOT NULL,
+    response BLOB NOT NULL
+);
+CREATE INDEX idempotency_keep_until ON idempotency (keep_until);
+CREATE TABLE breaker (
+    host TEXT PRIMARY KEY, state TEXT NOT NULL, failures INTEGER NOT NULL,
+    opened_at REAL NOT NULL, saved_at REAL NOT NULL
+);
+PRAGMA user_version = 1;
+"""
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def stored_routes(path: Path) -> dict[str, bytes]:
+    """The routes table, read by another connection, as another process would."""
+    with sqlite3.connect(path) as conn:
+        return {name: data for name, data in conn.execute("SELECT name, data FROM routes")}
+
+
+async def test_a_route_write_is_committed_when_it_returns(store: EmbeddedStore, path: Path) -> None:
+    # The write-behind never runs in these tests (NEVER): routes do not wait for it.
+    await store.route_put("payments", b"route", replace=False)
+    assert stored_routes(path) == {"payments": b"route"}
+    await store.route_delete("payments")
+    assert stored_routes(path) == {}
+
+
+async def test_routes_survive_a_restart(store: EmbeddedStore, path: Path, fake: FakeClock) -> None:
+    await store.route_put("payments", b"route", replace=False)
+    version = await store.routes_version()
+    await store.close()
+    again = await reopened(path, fake)
+    try:
+        assert await again.routes_load() == (version, {"payments": b"route"})
+    finally:
+        await again.close()
+
+
+async def test_a_file_from_before_routes_is_migrated_in_place(path: Path, fake: FakeClock) -> None:
+    kept = entry(fake, b"from v1")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA_V1)
+        conn.execute(
+            "INSERT INTO cache (key, expires_at, entry) VALUES (?, ?, ?)",
+            ("old", kept.expires_at, kept.encode()),
+        )
+    store = await reopened(path, fake)
+    try:
+        assert await store.cache_get("old") == kept
+        assert await store.routes_load() == (0, {})
+        assert await store.route_put("payments", b"route", replace=False)
+        assert user_version(path) == SCHEMA_VERSION
+    finally:
+        await store.close()
+    # Opening the migrated file again changes nothing.
+    again = await reopened(path, fake)
+    try:
+        assert (await again.routes_load())[1] == {"payments": b"route"}
+    finally:
+        await again.close()
+
+
+async def test_a_file_from_a_newer_mirapi_is_refused(path: Path, fake: FakeClock) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = EmbeddedStore(path, fake.clock())
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    assert "newer" in caught.value.message
+    assert str(path.parent) not in caught.value.message
+    assert user_version(path) == SCHEMA_VERSION + 1
+    await store.close()
+
+
+async def test_a_failing_route_write_raises_and_writes_nothing(
+    store: EmbeddedStore, path: Path
+) -> None:
+    await store.route_put("kept", b"1", replace=False)
+    version = await store.routes_version()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE meta RENAME TO meta_away")  # the version bump will fail
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.route_put("payments", b"route", replace=False)
+    assert str(path.parent) not in caught.value.message
+    with pytest.raises(StoreUnavailable):
+        await store.route_delete("kept")
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE meta_away RENAME TO meta")
+    # Rolled back whole: no route without its version bump.
+    assert await store.routes_load() == (version, {"kept": b"1"})
+
+
+async def test_route_calls_on_a_store_not_open_raise(path: Path, fake: FakeClock) -> None:
+    store = EmbeddedStore(path, fake.clock())
+    with pytest.raises(StoreUnavailable):
+        await store.route_put("payments", b"route", replace=False)
+    with pytest.raises(StoreUnavailable):
+        await store.routes_version()
+
+
+async def test_routes_version_does_not_wait_for_a_write_in_another_process(
+    store: EmbeddedStore, path: Path
+) -> None:
+    await store.route_put("payments", b"route", replace=False)
+    version = await store.routes_version()
+    # Another process in the middle of a write transaction (WAL: readers go on).
+    with sqlite3.connect(path, isolation_level=None) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM routes")
+        async with asyncio.timeout(0.5):
+            assert await store.routes_version() == version
+            assert (await store.routes_load())[1] == {"payments": b"route"}
+        writer.execute("ROLLBACK")
+
+
+async def test_without_a_path_routes_live_in_memory(fake: FakeClock, tmp_path: Path) -> None:
+    store = EmbeddedStore(None, fake.clock())
+    await store.open()
+    assert await store.route_put("payments", b"route", replace=False)
+    assert (await store.routes_load())[1] == {"payments": b"route"}
+    await store.close()
+    assert files_in(tmp_path) == []

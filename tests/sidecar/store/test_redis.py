@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -272,3 +273,62 @@ async def test_reconnects_by_itself_when_the_server_returns(
     claim = await store.idem_claim("k", "fp", "tok", 60)
     assert claim.outcome is ClaimOutcome.ACQUIRED
     assert store.health().ok
+
+
+# -- routes ------------------------------------------------------------------------
+
+
+async def test_routes_live_in_one_slot_and_never_expire(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    await store.route_put("payments", b"route", replace=False)
+    await store.route_put("a}b{c", b"awkward name", replace=False)
+
+    assert await keys(raw) == {"mirapi:routes:{routes}", "mirapi:routes:{routes}:version"}
+    assert key_slot(b"mirapi:routes:{routes}") == key_slot(b"mirapi:routes:{routes}:version")
+    assert await raw.ttl("mirapi:routes:{routes}") == -1
+    assert await raw.ttl("mirapi:routes:{routes}:version") == -1
+    assert await raw.hgetall("mirapi:routes:{routes}") == {
+        b"payments": b"route",
+        b"a}b{c": b"awkward name",
+    }
+
+
+async def test_routes_of_another_namespace_are_apart(
+    store: RedisStore, redis_url: str, fake: FakeClock
+) -> None:
+    staging = RedisStore(redis_url, fake.clock(), namespace="staging")
+    try:
+        await store.route_put("payments", b"prod", replace=False)
+        assert (await staging.routes_load())[1] == {}
+        assert await staging.route_put("payments", b"staging", replace=False)
+        assert (await store.routes_load())[1] == {"payments": b"prod"}
+    finally:
+        await staging.close()
+
+
+async def test_a_flushed_server_does_not_bring_back_an_old_version(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    for name in ("a", "b", "c"):
+        await store.route_put(name, b"route", replace=False)
+    held = await store.routes_version()  # what a sidecar's table would hold
+    await raw.flushall()
+
+    assert await store.routes_load() == (0, {})
+    for name in ("x", "y", "z"):  # as many writes as before the flush
+        await store.route_put(name, b"route", replace=False)
+    assert await store.routes_version() > held
+
+
+async def test_a_route_write_to_an_unreachable_server_raises(
+    fake: FakeClock, tmp_path: Path
+) -> None:
+    gone = RedisStore(f"unix://{tmp_path}/none.sock", fake.clock())
+    try:
+        with pytest.raises(StoreUnavailable):
+            await gone.route_put("payments", b"route", replace=False)
+        with pytest.raises(StoreUnavailable):
+            await gone.routes_version()
+    finally:
+        await gone.close()

@@ -23,13 +23,18 @@ RETRY = 0.05
 
 
 class CountingRedis(RedisStore):
-    """A RedisStore that counts the cache reads it is asked for."""
+    """A RedisStore that counts the cache reads and route writes it is asked for."""
 
     cache_gets = 0
+    route_puts = 0
 
     async def cache_get(self, key: str) -> StoredResponse | None:
         self.cache_gets += 1
         return await super().cache_get(key)
+
+    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        self.route_puts += 1
+        return await super().route_put(name, data, replace)
 
 
 @pytest.fixture
@@ -237,3 +242,66 @@ async def test_close_ends_the_watcher_even_when_a_ping_loses_the_cancel(
     await asyncio.sleep(0.03)  # the watcher is mid-ping
 
     await asyncio.wait_for(store.close(), 1)
+
+
+# -- routes: shared config, Redis only ------------------------------------------------
+
+
+async def test_routes_are_written_to_redis(store: ResilientStore, direct: RedisStore) -> None:
+    assert await store.route_put("payments", b"route", replace=False)
+
+    assert await direct.routes_load() == (await store.routes_version(), {"payments": b"route"})
+    assert await direct.route_delete("payments")
+    assert (await store.routes_load())[1] == {}
+
+
+async def test_while_degraded_routes_raise_and_nothing_is_written_locally(
+    server: RedisServer, redis_url: str, direct: RedisStore, fake: FakeClock
+) -> None:
+    local = MemoryStore(fake.clock(), 1 << 20)
+    store = ResilientStore(
+        RedisStore(redis_url, fake.clock()), local, fake.clock(), retry_interval=RETRY
+    )
+    await store.open()
+    try:
+        await store.route_put("before", b"route", replace=False)
+        server.stop()
+
+        # The first route call finds Redis gone and degrades the store.
+        with pytest.raises(StoreUnavailable):
+            await store.routes_version()
+        assert not store.health().ok
+        for call in (
+            store.routes_load(),
+            store.route_put("during", b"route", replace=True),
+            store.route_delete("before"),
+        ):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call
+        assert caught.value.message.startswith("redis unreachable: ")
+        assert str(server.socket) not in caught.value.message
+        assert await local.routes_load() == (0, {})
+
+        server.start()  # an empty server: the test one keeps nothing on disk
+        await until_healthy(store)
+        assert await store.route_put("after", b"route", replace=False)
+        assert (await direct.routes_load())[1] == {"after": b"route"}
+    finally:
+        await store.close()
+
+
+async def test_a_store_that_starts_degraded_refuses_route_writes_at_once(
+    server: RedisServer, redis_url: str, primary: CountingRedis, fake: FakeClock
+) -> None:
+    server.stop()
+    store = ResilientStore(
+        primary, MemoryStore(fake.clock(), 1 << 20), fake.clock(), retry_interval=10.0
+    )
+    await store.open()
+    try:
+        async with asyncio.timeout(0.5):
+            with pytest.raises(StoreUnavailable):
+                await store.route_put("payments", b"route", replace=False)
+        assert primary.route_puts == 0  # no connect attempt: the answer is known
+    finally:
+        await store.close()

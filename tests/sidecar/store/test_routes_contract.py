@@ -1,0 +1,150 @@
+"""Stored routes, the same on every backend (conftest `store`): put-if-absent
+or replace, delete, a version that moves on every write and only then, and
+writes that another store on the same file or server sees at once, which is
+how `mirapi routes` reaches a running sidecar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sidecar import routes
+from sidecar.routes import Endpoint, Route, RouteDefaults
+from sidecar.store.base import Store
+from sidecar.store.embedded import EmbeddedStore
+from tests.support.clock import FakeClock
+
+#: Opaque bytes: the store must keep them exactly, a NUL and invalid UTF-8 too.
+BINARY = b'{"name":"x"}\x00\xff\xfe\n'
+
+
+@pytest.fixture
+async def other(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path, fake: FakeClock
+) -> AsyncIterator[Store]:
+    """A second store on the same file or server as `store`, as the CLI would open."""
+    backend = request.node.callspec.params["store"]
+    second: Store
+    if backend == "embedded":
+        second = EmbeddedStore(tmp_path / "mirapi.db", fake.clock())
+    elif backend == "redis":
+        from sidecar.store.redis import RedisStore
+
+        second = RedisStore(request.getfixturevalue("redis_url"), fake.clock())
+    else:
+        raise AssertionError(f"no second view of a {backend} store")
+    await second.open()
+    try:
+        yield second
+    finally:
+        await second.close()
+
+
+async def test_a_new_store_has_no_routes(store: Store) -> None:
+    version, stored = await store.routes_load()
+    assert stored == {}
+    assert await store.routes_version() == version
+
+
+async def test_a_put_route_is_loaded_back_byte_for_byte(store: Store) -> None:
+    assert await store.route_put("payments", BINARY, replace=False)
+    assert await store.route_put("llm", b"second", replace=False)
+
+    _, stored = await store.routes_load()
+    assert stored == {"payments": BINARY, "llm": b"second"}
+
+
+async def test_an_encoded_route_round_trips(store: Store) -> None:
+    route = Route(
+        name="stripe",
+        endpoints=(
+            Endpoint("https://api.stripe.com", (("Stripe-Version", "2024-06-20"),), 5.0),
+            Endpoint("https://backup.example.com/v1"),
+        ),
+        strategy="priority",
+        defaults=RouteDefaults((("X-Retry-Count", "2"), ("X-Smart-Cache", "5m"))),
+        secret="stripe",
+    )
+    await store.route_put(route.name, routes.encode(route), replace=False)
+
+    _, stored = await store.routes_load()
+    assert routes.decode(stored["stripe"]) == route
+
+
+async def test_a_put_without_replace_keeps_the_existing_route(store: Store) -> None:
+    await store.route_put("payments", b"first", replace=False)
+    before = await store.routes_version()
+
+    assert not await store.route_put("payments", b"second", replace=False)
+
+    assert await store.routes_load() == (before, {"payments": b"first"})
+
+
+async def test_a_put_with_replace_overwrites(store: Store) -> None:
+    await store.route_put("payments", b"first", replace=False)
+
+    assert await store.route_put("payments", b"second", replace=True)
+    assert await store.route_put("new", b"fresh", replace=True)  # replace also creates
+
+    _, stored = await store.routes_load()
+    assert stored == {"payments": b"second", "new": b"fresh"}
+
+
+async def test_delete_removes_only_that_route(store: Store) -> None:
+    await store.route_put("a", b"1", replace=False)
+    await store.route_put("b", b"2", replace=False)
+
+    assert await store.route_delete("a")
+
+    _, stored = await store.routes_load()
+    assert stored == {"b": b"2"}
+
+
+async def test_deleting_a_missing_route_changes_nothing(store: Store) -> None:
+    await store.route_put("a", b"1", replace=False)
+    before = await store.routes_version()
+
+    assert not await store.route_delete("missing")
+
+    assert await store.routes_load() == (before, {"a": b"1"})
+
+
+async def test_the_version_moves_on_every_write(store: Store) -> None:
+    seen = [await store.routes_version()]
+    await store.route_put("a", b"1", replace=False)
+    seen.append(await store.routes_version())
+    await store.route_put("a", b"1", replace=True)  # the same bytes: still a write
+    seen.append(await store.routes_version())
+    await store.route_put("b", b"2", replace=False)
+    seen.append(await store.routes_version())
+    await store.route_delete("a")
+    seen.append(await store.routes_version())
+    await store.route_delete("b")  # the last one: the version must survive it
+    seen.append(await store.routes_version())
+
+    assert len(set(seen)) == len(seen), seen
+    assert (await store.routes_load())[0] == seen[-1]
+
+
+@pytest.mark.parametrize("store", ["embedded", "redis"], indirect=True)
+async def test_another_store_on_the_same_backend_sees_each_write(
+    store: Store, other: Store
+) -> None:
+    seen = await other.routes_version()
+
+    assert await store.route_put("payments", b"v1", replace=False)
+    assert await other.routes_version() != seen
+    assert await other.routes_load() == (await store.routes_version(), {"payments": b"v1"})
+    # The other way too, and put-if-absent holds across them.
+    assert not await other.route_put("payments", b"lost", replace=False)
+    assert await other.route_put("payments", b"v2", replace=True)
+    assert (await store.routes_load())[1] == {"payments": b"v2"}
+
+    seen = await other.routes_version()
+    assert await store.route_delete("payments")
+    assert await other.routes_version() != seen
+    assert await other.routes_load() == (await store.routes_version(), {})
+    assert not await other.route_delete("payments")
