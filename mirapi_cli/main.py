@@ -19,8 +19,10 @@ from typing import Annotated, NoReturn
 import typer
 
 from mirapi_cli.commands.curl import curl
+from mirapi_cli.commands.jobs import app as jobs_app
 from mirapi_cli.commands.routes import app as routes_app
 from mirapi_cli.commands.sidecar import app as sidecar_app
+from mirapi_cli.commands.webhooks import app as webhooks_app
 from mirapi_cli.errors import guard, reporter
 from sidecar import __version__
 
@@ -34,6 +36,8 @@ app = typer.Typer(
 )
 app.add_typer(sidecar_app, name="sidecar")
 app.add_typer(routes_app, name="routes")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 app.command("curl")(curl)
 
 

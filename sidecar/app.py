@@ -8,6 +8,7 @@ serving the sidecar's own endpoints under `/_mirapi/`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -20,10 +21,14 @@ from sidecar.control import make_control_app
 from sidecar.egress import Egress, EgressPolicy
 from sidecar.errors import MirApiError, PayloadTooLarge, error_body, error_headers
 from sidecar.exchange import Exchange, Response, new_request_id
+from sidecar.jobs.webhooks import CallbackSender
+from sidecar.jobs.worker import JobWorkers
 from sidecar.logging import AccessLog
-from sidecar.pipeline import build_chain
+from sidecar.pipeline import build_chain, build_job_chain
 from sidecar.policy import parse_policy
+from sidecar.retry_budget import RetryBudget
 from sidecar.route_table import RouteTable
+from sidecar.stages.async_jobs import AsyncJobs
 from sidecar.store import store_for
 from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
@@ -33,6 +38,8 @@ ASGIReceive = Any
 ASGISend = Any
 
 CONTROL_PREFIX = "/_mirapi/"
+#: readyz waits this long for the job queue's depth, then leaves it out.
+READYZ_STORE_TIMEOUT = 1.0
 
 log = logging.getLogger("mirapi")
 
@@ -96,6 +103,28 @@ class Sidecar:
         self.store = store or store_for(settings, clock)
         # Filled from the store at start-up, then kept fresh by polling it.
         self.routes = RouteTable(self.store)
+        # One budget: background jobs and live requests share a sick upstream's.
+        budget = RetryBudget()
+        job_chain = build_job_chain(
+            self.client,
+            self.store,
+            max_body=settings.max_body,
+            cache_entry_limit=cache_entry_limit(settings),
+            clock=clock,
+            routes=self.routes,
+            budget=budget,
+        )
+        self.callbacks = CallbackSender(self.store, self.client, clock)
+        self.jobs = JobWorkers(
+            self.store,
+            job_chain,
+            self.callbacks,
+            clock,
+            workers=settings.job_workers,
+            lease=settings.job_lease,
+            default_timeout=settings.timeout,
+            max_body=settings.max_body,
+        )
         self.chain = build_chain(
             self.client,
             self.store,
@@ -103,6 +132,8 @@ class Sidecar:
             cache_entry_limit=cache_entry_limit(settings),
             clock=clock,
             routes=self.routes,
+            jobs=AsyncJobs(self.store, clock, self.egress, wake=self.jobs.wake),
+            budget=budget,
         )
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)
@@ -128,6 +159,8 @@ class Sidecar:
                     await self.store.open()
                     await self.routes.start()
                     await self.control.startup()
+                    # Last: a job's run needs the store and the routes.
+                    self.jobs.start()
                 except Exception as error:
                     # Tell the server, which then refuses to serve, rather
                     # than serving half-started.
@@ -135,6 +168,8 @@ class Sidecar:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # First: jobs under way end (or stay leased) while all still works.
+                await self.jobs.stop()
                 await self.routes.stop()
                 await self.client.aclose()
                 await self.store.close()
@@ -212,6 +247,14 @@ class Sidecar:
         if store.reason is not None:
             body["reason"] = store.reason
         return store.ok, body
+
+    async def job_depth(self) -> int | None:
+        """Jobs with work left, for readyz; None when the store cannot say soon."""
+        try:
+            async with asyncio.timeout(READYZ_STORE_TIMEOUT):
+                return await self.store.job_depth()
+        except Exception:
+            return None
 
 
 def cache_entry_limit(settings: Settings) -> int:

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response
 
-from sidecar.errors import NotFound, error_body, error_headers
+from sidecar.errors import MirApiError, NotFound, error_body, error_headers
 from sidecar.exchange import new_request_id
+from sidecar.jobs.model import public_view
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -30,19 +31,37 @@ def make_control_app(sidecar: Sidecar) -> Quart:
         # 503 while degraded, so a probe can tell; the sidecar still proxies,
         # on local state. Every 503 the sidecar sends carries Retry-After.
         ready, body = sidecar.readiness()
+        depth = await sidecar.job_depth()
+        if depth is not None:
+            body["jobs"] = {"depth": depth}
         if ready:
             return body, 200, {}
         return body, 503, {"Retry-After": "1"}
 
+    @app.get("/_mirapi/jobs/<job_id>")
+    async def job_status(job_id: str) -> dict[str, Any] | Response:
+        # Status only (SPEC §5): never the request's or the response's body.
+        try:
+            job = await sidecar.store.job_get(job_id)
+        except MirApiError as error:  # StoreUnavailable: 503 with Retry-After
+            return error_response(error)
+        if job is None:
+            return error_response(NotFound(f"no job {job_id!r}", code="job_not_found"))
+        return public_view(job)
+
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:
         # The sidecar's own errors are JSON everywhere, never Quart's HTML page.
-        error = NotFound("no such sidecar endpoint", code="not_found")
-        request_id = new_request_id()
-        return Response(
-            error_body(error, request_id),
-            status=404,
-            headers=dict(error_headers(error, request_id)),
-        )
+        return error_response(NotFound("no such sidecar endpoint", code="not_found"))
 
     return app
+
+
+def error_response(error: MirApiError) -> Response:
+    """The sidecar's JSON error shape, as a Quart response."""
+    request_id = new_request_id()
+    return Response(
+        error_body(error, request_id),
+        status=error.status,
+        headers=dict(error_headers(error, request_id)),
+    )

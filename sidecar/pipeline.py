@@ -16,6 +16,7 @@ from typing import Protocol
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.retry_budget import RetryBudget
+from sidecar.stages.async_jobs import NoAsyncJobs
 from sidecar.stages.cascade import Cascade
 from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.stages.deadline import Deadline
@@ -53,11 +54,13 @@ def standard_stages(
     clock: Clock = SYSTEM_CLOCK,
     budget: RetryBudget | None = None,
     routes: RouteLookup | None = None,
+    jobs: Stage | None = None,
 ) -> list[Stage]:
     """The stages of SPEC §2 in their fixed order; each line says why it sits there.
 
     `routes` is where stored routes are looked up (a `RouteTable`); without
-    it every route name is unknown (404 route_not_found).
+    it every route name is unknown (404 route_not_found). `jobs` is the
+    AsyncJobs stage; without it (no workers) a callback request is refused.
     """
     return [
         # Outermost: decorates whatever answer comes back, rescues included.
@@ -66,6 +69,22 @@ def standard_stages(
         Routing(routes),
         # Before any upstream work: a duplicate waits here for the first's answer.
         Idempotency(store, clock, max_body),
+        # After idempotency, so a resubmitted job gets the first 202 again;
+        # before resilience, which the job's workers run later.
+        jobs if jobs is not None else NoAsyncJobs(),
+        *resilience_stages(store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget),
+    ]
+
+
+def resilience_stages(
+    store: Store,
+    *,
+    cache_entry_limit: int,
+    clock: Clock = SYSTEM_CLOCK,
+    budget: RetryBudget | None = None,
+) -> list[Stage]:
+    """The stages after Async (SPEC §2.6-2.7): what a synchronous call goes through."""
+    return [
         # Outside the deadline, failover and retries: it rescues what they could not.
         SmartCache(store, clock, cache_entry_limit),
         # Bounds everything after it: failover and every retry.
@@ -91,6 +110,8 @@ def build_chain(
     cache_entry_limit: int,
     clock: Clock = SYSTEM_CLOCK,
     routes: RouteLookup | None = None,
+    jobs: Stage | None = None,
+    budget: RetryBudget | None = None,
 ) -> Next:
     """The whole pipeline, ending in one upstream attempt."""
     stages = standard_stages(
@@ -98,6 +119,32 @@ def build_chain(
         max_body=max_body,
         cache_entry_limit=cache_entry_limit,
         clock=clock,
+        budget=budget,
         routes=routes,
+        jobs=jobs,
     )
+    return build(stages, Forward(client))
+
+
+def build_job_chain(
+    client: UpstreamClient,
+    store: Store,
+    *,
+    max_body: int,
+    cache_entry_limit: int,
+    clock: Clock = SYSTEM_CLOCK,
+    routes: RouteLookup | None = None,
+    budget: RetryBudget | None = None,
+) -> Next:
+    """What a job's run goes through: a synchronous call's chain minus idempotency and async.
+
+    Respond stays (X-Extract applies to the outcome); the job itself is the
+    idempotency (its key is set on the exchange), and it is already async.
+    Pass the sidecar's `budget` so jobs and requests share one retry budget.
+    """
+    stages: list[Stage] = [
+        Respond(max_body),
+        Routing(routes),
+        *resilience_stages(store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget),
+    ]
     return build(stages, Forward(client))

@@ -66,6 +66,10 @@ class BreakerPolicy:
 DEFAULT_IDEMPOTENCY_LOCK_TTL = 60.0
 
 
+#: How long a background job's runs are retried unless told (SPEC §5).
+DEFAULT_WEBHOOK_RETRY_FOR = 24 * 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class RequestPolicy:
     """Everything the proxy headers asked for, typed and validated."""
@@ -88,6 +92,10 @@ class RequestPolicy:
     request_id: str | None = None
     extract: str | None = None
     debug: bool = False
+    #: X-Webhook-Callback: run in the background, POST the outcome here (SPEC §5).
+    webhook_callback: str | None = None
+    #: X-Webhook-Retry-For: how long a background job's runs are retried.
+    webhook_retry_for: float = DEFAULT_WEBHOOK_RETRY_FOR
 
 
 def parse_target_url(header: str, value: str) -> str:
@@ -240,6 +248,8 @@ _HEADERS = (
     ("X-Request-ID", "request_id", _token),
     ("X-Extract", "extract", _json_pointer),
     ("X-Proxy-Debug", "debug", _switch),
+    ("X-Webhook-Callback", "webhook_callback", parse_target_url),
+    ("X-Webhook-Retry-For", "webhook_retry_for", _positive_duration),
 )
 _PARSERS = {display.lower(): (display, field, parse) for display, field, parse in _HEADERS}
 

@@ -21,13 +21,31 @@ awaited; a failure raises StoreUnavailable. The `routes_version` row is
 bumped in the same transaction, and read afresh from the file at every
 `routes_version` call, so a sidecar sees another process's writes.
 
-Tables (room left for later ones: jobs, keys, events):
+Jobs are durable like routes: each add, save, claim and renew is its own
+transaction on the writer thread, awaited (adds and saves fsynced, since a
+202 promises the job survives; a claim or renew lost to a power cut only
+makes the job due again sooner). Reads go to the file too, so `mirapi jobs`
+in another process sees the sidecar's writes. The row's columns are the
+truth for `due_at` and `owner` (a claim changes only them); the other
+columns are copies of fields of `data`, written with it, for the queries.
+
+One sidecar runs per data dir, so at open any job still owned belongs to a
+dead process: it is made due at once (owner cleared) so it runs again right
+away. Only the store that holds an exclusive `flock` on `<db>.lock` does
+this (and holds it until close), so a `mirapi` command opened next to a
+running sidecar does not take that sidecar's leases away; a store that did
+not get the lock leaves dead leases to run out by themselves (`job_lease`).
+
+Tables (room left for later ones: keys, events):
 
     cache        key, expires_at, entry (StoredResponse.encode())
     idempotency  key, fingerprint, keep_until, response
     breaker      host, state, failures, opened_at, saved_at
     routes       name, data (sidecar.routes.encode())
-    meta         key, value       ('routes_version': bumped by every route write)
+    meta         key, value       ('routes_version': bumped by every route write;
+                                   'webhook_secret': created once)
+    jobs         id, due_at, status, created_at, finished_at, done, owner,
+                 data (sidecar.jobs.model.encode_job())
 
 The schema version is SQLite's `user_version`; `MIGRATIONS[n]` takes a file
 from version n to n + 1, all steps in one transaction at open, so a file
@@ -43,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -50,10 +69,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
+from sidecar.jobs.model import Job, decode_job, encode_job
 from sidecar.store.base import (
     Admission,
     BreakerState,
@@ -99,6 +119,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE IF NOT EXISTS routes (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)",
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('routes_version', 0)",
+    ),
+    # 2 -> 3: jobs (the webhook secret lives in meta).
+    (
+        """CREATE TABLE IF NOT EXISTS jobs (
+            id TEXT PRIMARY KEY,
+            due_at REAL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            finished_at REAL,
+            done INTEGER NOT NULL,
+            owner TEXT,
+            data BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS jobs_due_at ON jobs (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at)",
+        "CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at) WHERE done = 1",
+        "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE owner IS NOT NULL",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -341,6 +378,101 @@ class Database:
         finally:
             conn.execute("PRAGMA synchronous=NORMAL")
 
+    # -- jobs: each write its own transaction ----------------------------------
+
+    def job_write(self, job: Job, owner: str | None) -> bool:
+        """Insert or replace the job (owner cleared); with `owner`, only while it holds it."""
+        with self._write_transaction(fsync=True) as conn:
+            if owner is not None:
+                row = conn.execute("SELECT owner FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                if row is None or row[0] != owner:
+                    return False
+            conn.execute(_PUT_JOB, _job_row(job))
+        return True
+
+    def job_claim(self, owner: str, now: float, lease_until: float) -> Job | None:
+        with self._write_transaction(fsync=False) as conn:
+            row = conn.execute(_FIRST_DUE, (now,)).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET due_at = ?, owner = ? WHERE id = ?", (lease_until, owner, row[0])
+            )
+        return decode_job(row[1]).with_(due_at=lease_until, owner=owner)
+
+    def job_renew(self, job_id: str, owner: str, lease_until: float) -> bool:
+        with self._write_transaction(fsync=False) as conn:
+            renewed = conn.execute(
+                "UPDATE jobs SET due_at = ? WHERE id = ? AND owner = ?",
+                (lease_until, job_id, owner),
+            ).rowcount
+        return renewed > 0
+
+    def job_get(self, job_id: str) -> Job | None:
+        row = (
+            self._connection()
+            .execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
+        return None if row is None else _row_job(*row)
+
+    def job_list(self, status: str | None, limit: int) -> list[Job]:
+        conn = self._connection()
+        order = "ORDER BY created_at DESC, id DESC LIMIT ?"
+        if status is None:
+            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs {order}", (limit,))
+        else:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ? {order}", (status, limit)
+            )
+        return [_row_job(*row) for row in rows]
+
+    def job_depth(self) -> int:
+        (count,) = self._connection().execute("SELECT COUNT(*) FROM jobs WHERE done = 0").fetchone()
+        return int(count)
+
+    def job_purge(self, finished_before: float) -> int:
+        with self._write_transaction(fsync=False) as conn:
+            return conn.execute(
+                "DELETE FROM jobs WHERE done = 1 AND finished_at < ?", (finished_before,)
+            ).rowcount
+
+    def jobs_release_leases(self, now: float) -> int:
+        """Make every owned job due now: its owner died with its process."""
+        with self._write_transaction(fsync=True) as conn:
+            return conn.execute(
+                "UPDATE jobs SET due_at = ?, owner = NULL WHERE owner IS NOT NULL", (now,)
+            ).rowcount
+
+    def webhook_secret(self, new: str) -> str:
+        with self._write_transaction(fsync=True) as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('webhook_secret', ?)", (new,)
+            )
+            (secret,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'webhook_secret'"
+            ).fetchone()
+        return str(secret)
+
+    @contextlib.contextmanager
+    def _write_transaction(self, fsync: bool) -> Iterator[sqlite3.Connection]:
+        """A write transaction that commits on a normal exit; `fsync`: synchronous=FULL."""
+        conn = self._connection()
+        if fsync:
+            conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if fsync:
+                conn.execute("PRAGMA synchronous=NORMAL")
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise sqlite3.ProgrammingError("the database is not open")
@@ -353,6 +485,35 @@ _BUMP_ROUTES_VERSION = (
     "INSERT INTO meta (key, value) VALUES ('routes_version', 1)"
     " ON CONFLICT (key) DO UPDATE SET value = value + 1"
 )
+
+
+_JOB_COLUMNS = "data, due_at, owner"
+_FIRST_DUE = (
+    "SELECT id, data FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? ORDER BY due_at, id LIMIT 1"
+)
+_PUT_JOB = (
+    "INSERT OR REPLACE INTO jobs"
+    " (id, due_at, status, created_at, finished_at, done, owner, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
+)
+
+
+def _job_row(job: Job) -> tuple[object, ...]:
+    """The columns of `_PUT_JOB`, copied from the job itself (owner: none)."""
+    return (
+        job.id,
+        job.due_at,
+        job.status,
+        job.created_at,
+        job.finished_at,
+        1 if job.phase == "done" else 0,
+        encode_job(job.with_(owner=None)),
+    )
+
+
+def _row_job(data: bytes, due_at: float | None, owner: str | None) -> Job:
+    # The columns, not the blob, hold the lease: a claim writes only them.
+    return decode_job(data).with_(due_at=due_at, owner=owner)
 
 
 def _routes_version(conn: sqlite3.Connection) -> int:
@@ -413,6 +574,40 @@ def safe_cause(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class OwnerLock:
+    """An exclusive, non-blocking `flock` on a file: held by the data dir's sidecar.
+
+    The kernel drops it when the process dies (SIGKILL included), so the
+    next store to open after a crash gets it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        """True when this store now holds the lock (or already did)."""
+        if self._file is not None:
+            return True
+        fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600)
+        file = os.fdopen(fd, "r+b")
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return False
+        except BaseException:
+            file.close()
+            raise
+        self._file = file
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file releases the flock
+            self._file = None
+
+
 class EmbeddedStore:
     """A `MemoryStore` written behind to one SQLite file (`path` None: memory only)."""
 
@@ -427,9 +622,11 @@ class EmbeddedStore:
         self._flush_interval = flush_interval
         self._pending: PendingWrites | None = None
         self._database: Database | None = None
+        self._owner_lock: OwnerLock | None = None
         if path is not None:
             self._pending = PendingWrites()
             self._database = Database(path)
+            self._owner_lock = OwnerLock(path.with_name(path.name + ".lock"))
         self._memory = MemoryStore(clock, cache_max_bytes, observer=self._pending)
         self._executor: ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -456,8 +653,30 @@ class EmbeddedStore:
             self._memory.load_record(key, record)
         for host, status in loaded.breakers:
             self._memory.load_breaker(host, status)
+        await self._release_dead_leases()
         self._next_sweep = self._clock.now() + SWEEP_EVERY
         self._writer = asyncio.create_task(self._write_behind(), name="mirapi-sqlite-writer")
+
+    async def _release_dead_leases(self) -> None:
+        """As the data dir's one sidecar, make the jobs a dead process held due now."""
+        assert self._database is not None and self._owner_lock is not None
+        try:
+            owner = self._owner_lock.acquire()
+        except OSError as exc:
+            log.warning("could not lock the data dir: %s", safe_cause(exc))
+            return
+        if not owner:
+            return  # a running sidecar holds them: they are not dead
+        try:
+            released = await self._run(
+                "jobs recovery", self._database.jobs_release_leases, self._clock.now()
+            )
+        except StoreUnavailable as exc:
+            # Not fatal: their leases run out by themselves.
+            log.warning("%s; interrupted jobs wait for their lease to end", exc.message)
+            return
+        if released:
+            log.info("%d jobs interrupted by the last shutdown are due again", released)
 
     async def close(self) -> None:
         if self._executor is None:
@@ -529,6 +748,8 @@ class EmbeddedStore:
             await self._run("close", self._database.close)
         self._executor.shutdown(wait=False)
         self._executor = None
+        if self._owner_lock is not None:
+            self._owner_lock.release()
 
     # -- the Store calls: answered from memory -------------------------------
 
@@ -586,6 +807,55 @@ class EmbeddedStore:
         if self._database is None:
             return await self._memory.route_delete(name)
         return await self._on_file("route write", self._database.route_delete, name)
+
+    # -- jobs: straight to the file (memory only without one) -------------------
+
+    async def job_add(self, job: Job) -> None:
+        if self._database is None:
+            return await self._memory.job_add(job)
+        await self._on_file("job write", self._database.job_write, job, None)
+
+    async def job_claim(self, owner: str, lease: float) -> Job | None:
+        if self._database is None:
+            return await self._memory.job_claim(owner, lease)
+        now = self._clock.now()
+        return await self._on_file("job claim", self._database.job_claim, owner, now, now + lease)
+
+    async def job_renew(self, job_id: str, owner: str, lease: float) -> bool:
+        if self._database is None:
+            return await self._memory.job_renew(job_id, owner, lease)
+        until = self._clock.now() + lease
+        return await self._on_file("job renew", self._database.job_renew, job_id, owner, until)
+
+    async def job_save(self, job: Job, owner: str | None) -> bool:
+        if self._database is None:
+            return await self._memory.job_save(job, owner)
+        return await self._on_file("job write", self._database.job_write, job, owner)
+
+    async def job_get(self, job_id: str) -> Job | None:
+        if self._database is None:
+            return await self._memory.job_get(job_id)
+        return await self._on_file("job read", self._database.job_get, job_id)
+
+    async def job_list(self, status: str | None = None, limit: int = 100) -> list[Job]:
+        if self._database is None:
+            return await self._memory.job_list(status, limit)
+        return await self._on_file("job read", self._database.job_list, status, max(0, limit))
+
+    async def job_depth(self) -> int:
+        if self._database is None:
+            return await self._memory.job_depth()
+        return await self._on_file("job read", self._database.job_depth)
+
+    async def job_purge(self, finished_before: float) -> int:
+        if self._database is None:
+            return await self._memory.job_purge(finished_before)
+        return await self._on_file("job purge", self._database.job_purge, finished_before)
+
+    async def webhook_secret(self, new: str) -> str:
+        if self._database is None:
+            return await self._memory.webhook_secret(new)
+        return await self._on_file("webhook secret", self._database.webhook_secret, new)
 
     async def _on_file(self, doing: str, work: Callable[..., T], *args: object) -> T:
         """`work(*args)` on the writer thread, once the store is open."""

@@ -26,6 +26,12 @@ so they are read and written in Redis only. While degraded a route call
 raises StoreUnavailable without touching Redis (a sidecar's RouteTable keeps
 the routes it last read; `mirapi routes` reports the store unavailable), and
 a route call that finds Redis gone degrades the store like any other call.
+
+Jobs and the webhook secret do not fall back either, for a stronger reason:
+an accepted job must survive this process, so it is accepted only into
+Redis. While degraded every job call (queue depth too) raises
+StoreUnavailable at once: the client gets a 503 and knows nothing was
+accepted, and workers simply find nothing to claim until Redis is back.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
@@ -49,6 +55,9 @@ from sidecar.store.base import (
     WaitResult,
 )
 from sidecar.store.redis import RedisStore
+
+if TYPE_CHECKING:
+    from sidecar.jobs.model import Job
 
 T = TypeVar("T")
 
@@ -237,10 +246,39 @@ class ResilientStore:
     async def route_delete(self, name: str) -> bool:
         return await self._shared(lambda: self._primary.route_delete(name))
 
+    # -- jobs: Redis only ---------------------------------------------------------
+
+    async def job_add(self, job: Job) -> None:
+        await self._shared(lambda: self._primary.job_add(job))
+
+    async def job_claim(self, owner: str, lease: float) -> Job | None:
+        return await self._shared(lambda: self._primary.job_claim(owner, lease))
+
+    async def job_renew(self, job_id: str, owner: str, lease: float) -> bool:
+        return await self._shared(lambda: self._primary.job_renew(job_id, owner, lease))
+
+    async def job_save(self, job: Job, owner: str | None) -> bool:
+        return await self._shared(lambda: self._primary.job_save(job, owner))
+
+    async def job_get(self, job_id: str) -> Job | None:
+        return await self._shared(lambda: self._primary.job_get(job_id))
+
+    async def job_list(self, status: str | None = None, limit: int = 100) -> list[Job]:
+        return await self._shared(lambda: self._primary.job_list(status, limit))
+
+    async def job_depth(self) -> int:
+        return await self._shared(self._primary.job_depth)
+
+    async def job_purge(self, finished_before: float) -> int:
+        return await self._shared(lambda: self._primary.job_purge(finished_before))
+
+    async def webhook_secret(self, new: str) -> str:
+        return await self._shared(lambda: self._primary.webhook_secret(new))
+
     # -- switching -----------------------------------------------------------
 
     async def _shared(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call` on Redis, which alone holds shared config; StoreUnavailable while degraded."""
+        """`call` on Redis, which alone holds config and jobs; StoreUnavailable while degraded."""
         if self._degraded:
             raise StoreUnavailable(self._cause or "redis unreachable")
         try:

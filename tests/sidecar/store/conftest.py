@@ -51,3 +51,25 @@ async def store(
         yield backend
     finally:
         await backend.close()
+
+
+@pytest.fixture
+async def other(
+    store: Store, request: pytest.FixtureRequest, tmp_path: Path, fake: FakeClock
+) -> AsyncIterator[Store]:
+    """A second store on the same file or server as `store` (another sidecar, or the CLI)."""
+    backend = request.node.callspec.params["store"]
+    second: Store
+    if backend == "embedded":
+        second = EmbeddedStore(tmp_path / "mirapi.db", fake.clock())
+    elif backend == "redis":
+        from sidecar.store.redis import RedisStore
+
+        second = RedisStore(request.getfixturevalue("redis_url"), fake.clock())
+    else:
+        raise AssertionError(f"no second view of a {backend} store")
+    await second.open()
+    try:
+        yield second
+    finally:
+        await second.close()

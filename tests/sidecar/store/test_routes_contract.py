@@ -6,41 +6,14 @@ how `mirapi routes` reaches a running sidecar.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from sidecar import routes
 from sidecar.routes import Endpoint, Route, RouteDefaults
 from sidecar.store.base import Store
-from sidecar.store.embedded import EmbeddedStore
-from tests.support.clock import FakeClock
 
 #: Opaque bytes: the store must keep them exactly, a NUL and invalid UTF-8 too.
 BINARY = b'{"name":"x"}\x00\xff\xfe\n'
-
-
-@pytest.fixture
-async def other(
-    store: Store, request: pytest.FixtureRequest, tmp_path: Path, fake: FakeClock
-) -> AsyncIterator[Store]:
-    """A second store on the same file or server as `store`, as the CLI would open."""
-    backend = request.node.callspec.params["store"]
-    second: Store
-    if backend == "embedded":
-        second = EmbeddedStore(tmp_path / "mirapi.db", fake.clock())
-    elif backend == "redis":
-        from sidecar.store.redis import RedisStore
-
-        second = RedisStore(request.getfixturevalue("redis_url"), fake.clock())
-    else:
-        raise AssertionError(f"no second view of a {backend} store")
-    await second.open()
-    try:
-        yield second
-    finally:
-        await second.close()
 
 
 async def test_a_new_store_has_no_routes(store: Store) -> None:

@@ -1,0 +1,1 @@
+"""Durable background jobs: `X-Webhook-Callback` calls run later, called back signed."""
