@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mirapi_cli.commands.routes import _with_store
 from mirapi_cli.errors import CliError
 from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption
+from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -66,7 +66,7 @@ def list_jobs(
     async def load(store: Store) -> list[Job]:
         return await store.job_list(status, limit)
 
-    jobs = _with_store(data_dir, config, redis, load)
+    jobs = with_store(data_dir, config, redis, load)
 
     def human() -> RenderableType | str:
         if not jobs:
@@ -144,7 +144,7 @@ def retry(
         await store.job_save(again, None)
         return message
 
-    output.say(_with_store(data_dir, config, redis, reset))
+    output.say(with_store(data_dir, config, redis, reset))
 
 
 @app.command()
@@ -166,7 +166,7 @@ def cancel(
             return f"job {job_id!r} cancelled (a run in progress may still reach the upstream)"
         return f"job {job_id!r} cancelled"
 
-    output.say(_with_store(data_dir, config, redis, stop))
+    output.say(with_store(data_dir, config, redis, stop))
 
 
 # -- the changes, as pure functions ------------------------------------------------
@@ -230,7 +230,7 @@ def _get(job_id: str, data_dir: Path | None, config: Path | None, redis: str | N
     async def get(store: Store) -> Job:
         return await _job(store, job_id)
 
-    return _with_store(data_dir, config, redis, get)
+    return with_store(data_dir, config, redis, get)
 
 
 async def _job(store: Store, job_id: str) -> Job:

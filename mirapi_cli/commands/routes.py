@@ -16,17 +16,16 @@ written (`sidecar.routes.parse_route`); a bad one writes nothing.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from mirapi_cli.errors import CliError
-from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption, load_settings
+from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption
+from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -142,7 +141,7 @@ def add(
     async def put(store: Store) -> bool:
         return await store.route_put(route.name, routes.encode(route), replace)
 
-    if not _with_store(data_dir, config, redis, put):
+    if not with_store(data_dir, config, redis, put):
         raise CliError(f"a route named {name!r} exists already (use --replace to overwrite it)")
     output.say(
         f"route {name!r} saved: {route.strategy}, {_count(len(route.endpoints), 'endpoint')}"
@@ -204,7 +203,7 @@ def rm(
     async def delete(store: Store) -> bool:
         return await store.route_delete(name)
 
-    if not _with_store(data_dir, config, redis, delete):
+    if not with_store(data_dir, config, redis, delete):
         raise CliError(f"no route named {name!r}")
     output.say(f"route {name!r} removed")
 
@@ -230,7 +229,7 @@ def import_routes(
     if not incoming:
         output.say(f"{_source(file)} defines no routes; nothing imported")
         return
-    written = _with_store(data_dir, config, redis, lambda store: _put_all(store, incoming, replace))
+    written = with_store(data_dir, config, redis, lambda store: _put_all(store, incoming, replace))
     names = ", ".join(route.name for route in written)
     output.say(f"imported {_count(len(written), 'route')}: {names}")
 
@@ -257,35 +256,6 @@ def export(
 # -- the store -----------------------------------------------------------------
 
 
-def _with_store(
-    data_dir: Path | None,
-    config: Path | None,
-    redis: str | None,
-    operation: Callable[[Store], Awaitable[T]],
-) -> T:
-    """Open the store the sidecar uses, run `operation` on it, close it."""
-    from sidecar.errors import StoreUnavailable
-    from sidecar.store import store_for
-
-    settings = load_settings(data_dir, config, {"redis": redis} if redis else {})
-    # The store logs losing Redis for a sidecar's log; here the one-line
-    # error below says it, and "using local state" would not be true.
-    logging.getLogger("mirapi.store").setLevel(logging.ERROR)
-
-    async def run() -> T:
-        store = store_for(settings)
-        await store.open()
-        try:
-            return await operation(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except StoreUnavailable as error:
-        raise CliError(f"the store is unavailable: {error.message}") from None
-
-
 def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list[Route]:
     """Every stored route, by name."""
     from mirapi_cli import output
@@ -295,7 +265,7 @@ def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list
         return (await store.routes_load())[1]
 
     found: list[Route] = []
-    for name, data in sorted(_with_store(data_dir, config, redis, load).items()):
+    for name, data in sorted(with_store(data_dir, config, redis, load).items()):
         try:
             found.append(routes.decode(data))
         except (ValueError, KeyError, TypeError):

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mirapi_cli.commands.routes import _with_store
 from mirapi_cli.options import ConfigOption, DataDirOption
+from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
     from sidecar.store.base import Store
@@ -50,4 +50,4 @@ def read_secret(data_dir: Path | None, config: Path | None, redis: str | None) -
     async def get(store: Store) -> str:
         return await store.webhook_secret(new_secret())
 
-    return _with_store(data_dir, config, redis, get)
+    return with_store(data_dir, config, redis, get)
