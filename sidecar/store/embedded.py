@@ -65,6 +65,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -223,15 +224,28 @@ class Database:
         if not self._path.exists():
             # It holds response bodies: readable by the owner only (WAL files follow).
             os.close(os.open(self._path, os.O_CREAT | os.O_WRONLY, 0o600))
-        conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            _migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        # Several processes may open a new file at once (a sidecar starting,
+        # `mirapi routes` commands): switching it to WAL takes an exclusive
+        # lock, and SQLite answers "locked" at once rather than waiting, so
+        # the first steps are retried for a while.
+        deadline = time.monotonic() + OPEN_PATIENCE
+        while True:
+            conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                _migrate(conn)
+            except sqlite3.OperationalError as error:
+                conn.close()
+                if not _is_busy(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            return
 
     def close(self) -> None:
         if self._conn is not None:
@@ -519,6 +533,16 @@ def _row_job(data: bytes, due_at: float | None, owner: str | None) -> Job:
 def _routes_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'routes_version'").fetchone()
     return 0 if row is None else int(row[0])
+
+
+#: How long opening waits for other processes creating or migrating the file.
+OPEN_PATIENCE = 10.0
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    """True for SQLite's "database is locked" / "busy": another process holds it."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
 
 
 def _user_version(conn: sqlite3.Connection) -> int:

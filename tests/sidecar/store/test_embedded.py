@@ -449,3 +449,23 @@ async def test_without_a_path_routes_live_in_memory(fake: FakeClock, tmp_path: P
     assert (await store.routes_load())[1] == {"payments": b"route"}
     await store.close()
     assert files_in(tmp_path) == []
+
+
+def test_many_processes_may_create_one_new_file_at_once(tmp_path: Path) -> None:
+    # A sidecar starting while `mirapi routes` commands run: each opens the
+    # same new file, and every one must get a migrated database.
+    import concurrent.futures
+
+    from sidecar.store.embedded import Database
+
+    for attempt in range(5):
+        path = tmp_path / f"fresh{attempt}.db"
+
+        def open_and_close(path: Path = path) -> None:
+            database = Database(path)
+            database.open()
+            database.close()
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for future in [pool.submit(open_and_close) for _ in range(8)]:
+                future.result(timeout=30)
