@@ -47,8 +47,9 @@ argument and is compared with the times stored in the values, so a fake
 clock drives Redis exactly as it drives the embedded store. Each key also
 gets a server-side expiry a little past its logical one, for garbage
 collection only. Every multi-step operation is one Lua script (atomic, one
-round trip); every redis or socket exception becomes `StoreUnavailable`
-with a short cause and never the URL (it may hold a password).
+round trip; the scripts are in `redis_scripts`); every redis or socket
+exception becomes `StoreUnavailable` with a short cause and never the URL
+(it may hold a password).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from redis.exceptions import (
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
 from sidecar.jobs.model import Job, decode_job, encode_job
+from sidecar.store import redis_scripts as scripts
 from sidecar.store.base import (
     Admission,
     BreakerState,
@@ -102,246 +104,12 @@ BREAKER_IDLE_TTL = 24 * 3600.0
 POLL_FIRST, POLL_MAX = 0.01, 0.1
 HASHED_PREFIX = "sha256:"
 MAX_PLAIN_KEY = 200
-
-_CLAIM = """
-local now = tonumber(ARGV[1])
-local rec = redis.call('HMGET', KEYS[2], 'fp', 'until', 'resp')
-if rec[2] and tonumber(rec[2]) > now then
-  if rec[1] ~= ARGV[2] then return {'mismatch', ''} end
-  return {'completed', '', rec[3]}
-end
-local lock = redis.call('HMGET', KEYS[1], 'token', 'fp', 'until')
-if lock[1] and tonumber(lock[3]) > now then
-  if lock[2] ~= ARGV[2] then return {'mismatch', ''} end
-  -- Someone now knows the token: the holder's finish must leave its result.
-  redis.call('HSET', KEYS[1], 'revealed', '1')
-  return {'in_flight', lock[1]}
-end
-redis.call('HSET', KEYS[1], 'token', ARGV[3], 'fp', ARGV[2], 'until', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {'acquired', ARGV[3]}
-"""
-
-_RENEW = """
-local lock = redis.call('HMGET', KEYS[1], 'token', 'until')
-if lock[1] == ARGV[2] and tonumber(lock[2]) > tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'until', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return 1
-end
-return 0
-"""
-
-# A result for the waiters only when a claim was told our token (else nobody
-# can wait for it), or when the lock is no longer ours (it may have been told
-# before it lapsed). The lock, and with it the fingerprint a replay record
-# needs, only while it still carries our token, even if its lease ran out.
-_FINISH = """
-local lock = redis.call('HMGET', KEYS[1], 'token', 'fp', 'revealed')
-local ours = lock[1] == ARGV[1]
-if not ours or lock[3] then
-  if ARGV[2] ~= '' then
-    redis.call('HSET', KEYS[3], 'until', ARGV[5], 'resp', ARGV[2])
-  else
-    redis.call('HSET', KEYS[3], 'until', ARGV[5])
-  end
-  redis.call('PEXPIRE', KEYS[3], ARGV[6])
-end
-if ours then
-  redis.call('DEL', KEYS[1])
-  if ARGV[3] ~= '' then
-    redis.call('HSET', KEYS[2], 'fp', lock[2], 'until', ARGV[3], 'resp', ARGV[2])
-    redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  end
-end
-return 1
-"""
-
-_WAIT_POLL = """
-local now = tonumber(ARGV[1])
-local result = redis.call('HMGET', KEYS[2], 'until', 'resp')
-if result[1] and tonumber(result[1]) > now then
-  if result[2] then return {'shared', result[2]} end
-  return {'unshared'}
-end
-local lock = redis.call('HMGET', KEYS[1], 'token', 'until')
-if lock[1] == ARGV[2] and tonumber(lock[2]) > now then return {'held'} end
-return {'lost'}
-"""
-
-_ADMIT = """
-local now = tonumber(ARGV[1])
-local b = redis.call('HMGET', KEYS[1], 'state', 'opened_at', 'probe_until')
-if b[1] == 'open' then
-  local reopen = tonumber(b[2]) + tonumber(ARGV[2])
-  if now < reopen then return {0, string.format('%.17g', reopen - now)} end
-elseif b[1] == 'half_open' then
-  local lease = tonumber(b[3] or '0')
-  if lease > now then return {0, string.format('%.17g', lease - now)} end
-elseif b[1] then
-  return {1, '0'}
-else
-  return {3, '0'}
-end
-redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {2, '0'}
-"""
-
-_RECORD = """
-local b = redis.call('HMGET', KEYS[1], 'state', 'failures', 'opened_at')
-local state = b[1] or 'closed'
-if ARGV[2] == '1' then
-  redis.call('DEL', KEYS[1])
-  if state == 'closed' then return {'closed', 0, '0', 0} end
-  return {'closed', 0, '0', 1}
-end
-local failures = tonumber(b[2] or '0') + 1
-local opened_at = b[3] or '0'
-local changed = 0
-if state == 'half_open' or (state ~= 'open' and failures >= tonumber(ARGV[3])) then
-  state, opened_at, changed = 'open', ARGV[1], 1
-end
-redis.call('HSET', KEYS[1], 'state', state, 'failures', failures, 'opened_at', opened_at)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {state, failures, opened_at, changed}
-"""
-
-
-# KEYS: routes hash, version. ARGV: name, data, replace ('1'/'0'), version seed.
-_ROUTE_PUT = """
-if ARGV[3] ~= '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[4]) end
-redis.call('INCR', KEYS[2])
-return 1
-"""
-
-# KEYS: routes hash, version. ARGV: name, version seed.
-_ROUTE_DELETE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[2]) end
-redis.call('INCR', KEYS[2])
-return 1
-"""
-
-# KEYS: routes hash, version. The version and the routes of one moment.
-_ROUTES_LOAD = """
-return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
-"""
-
 #: The tag of every route key: all routes in one slot, read and written together.
 ROUTES_TAG = "{routes}"
 #: The tag of every job key (and the webhook secret): one queue, one slot.
 JOBS_TAG = "{jobs}"
 #: Finished jobs removed per purge script call (bounds the time Redis is busy).
 PURGE_BATCH = 500
-
-# KEYS: due, created, active, finished. ARGV: prefix, id, owner ('' = any),
-# data, due_at ('' = never), status, created_at, finished_at ('' = none),
-# done ('1'/'0'). The job is written whole and its owner cleared; with an
-# owner, only while that owner holds it.
-_JOB_SAVE = """
-local job = ARGV[1] .. 'job:' .. ARGV[2]
-local stored = redis.call('HMGET', job, 'owner', 'status')
-if ARGV[3] ~= '' and stored[1] ~= ARGV[3] then return 0 end
-if stored[2] and stored[2] ~= ARGV[6] then
-  redis.call('ZREM', ARGV[1] .. 'status:' .. stored[2], ARGV[2])
-end
-redis.call('HSET', job, 'data', ARGV[4], 'status', ARGV[6])
-redis.call('HDEL', job, 'owner')
-redis.call('ZADD', ARGV[1] .. 'status:' .. ARGV[6], ARGV[7], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[7], ARGV[2])
-if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
-else
-  redis.call('ZREM', KEYS[1], ARGV[2])
-end
-if ARGV[9] == '1' then
-  redis.call('SREM', KEYS[3], ARGV[2])
-  if ARGV[8] ~= '' then
-    redis.call('ZADD', KEYS[4], ARGV[8], ARGV[2])
-  else
-    redis.call('ZREM', KEYS[4], ARGV[2])
-  end
-else
-  redis.call('SADD', KEYS[3], ARGV[2])
-  redis.call('ZREM', KEYS[4], ARGV[2])
-end
-return 1
-"""
-
-# KEYS: due. ARGV: prefix, now, lease end, owner. The job due earliest
-# (ties: lowest id), leased: {id, data}; nil when none is due.
-_JOB_CLAIM = """
-while true do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, 1)
-  if #ids == 0 then return false end
-  local job = ARGV[1] .. 'job:' .. ids[1]
-  local data = redis.call('HGET', job, 'data')
-  if data then
-    redis.call('ZADD', KEYS[1], ARGV[3], ids[1])
-    redis.call('HSET', job, 'owner', ARGV[4])
-    return {ids[1], data}
-  end
-  -- A due entry without its job (removed by hand): drop it and look again.
-  redis.call('ZREM', KEYS[1], ids[1])
-end
-"""
-
-# KEYS: due. ARGV: prefix, id, owner, lease end.
-_JOB_RENEW = """
-if redis.call('HGET', ARGV[1] .. 'job:' .. ARGV[2], 'owner') ~= ARGV[3] then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
-return 1
-"""
-
-# KEYS: due, and the zset to list from. ARGV: prefix, limit. Newest first:
-# {data, owner or '', due_at or ''} for each job.
-_JOB_LIST = """
-local out = {}
-if tonumber(ARGV[2]) <= 0 then return out end
-for _, id in ipairs(redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)) do
-  local job = redis.call('HMGET', ARGV[1] .. 'job:' .. id, 'data', 'owner')
-  if job[1] then
-    table.insert(out, job[1])
-    table.insert(out, job[2] or '')
-    table.insert(out, redis.call('ZSCORE', KEYS[1], id) or '')
-  end
-end
-return out
-"""
-
-# KEYS: due. ARGV: prefix, id. {data, owner or '', due_at or ''}, or nil.
-_JOB_GET = """
-local job = redis.call('HMGET', ARGV[1] .. 'job:' .. ARGV[2], 'data', 'owner')
-if not job[1] then return false end
-return {job[1], job[2] or '', redis.call('ZSCORE', KEYS[1], ARGV[2]) or ''}
-"""
-
-# KEYS: due, created, active, finished. ARGV: prefix, finished before, batch.
-_JOB_PURGE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(ids) do
-  local job = ARGV[1] .. 'job:' .. id
-  local status = redis.call('HGET', job, 'status')
-  if status then redis.call('ZREM', ARGV[1] .. 'status:' .. status, id) end
-  redis.call('DEL', job)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('SREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[4], id)
-end
-return #ids
-"""
-
-# KEYS: secret. ARGV: a new secret, kept only when there is none.
-_WEBHOOK_SECRET = """
-local secret = redis.call('GET', KEYS[1])
-if secret then return secret end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
-"""
 
 
 def hash_tag(key: str) -> str:
@@ -455,24 +223,24 @@ class RedisStore:
             raise ValueError("the redis URL is not valid (value not shown)") from None
         self._health = StoreHealth("redis", ok=False, reason="redis not connected yet")
         client = self._client
-        self._claim = client.register_script(_CLAIM)
-        self._renew = client.register_script(_RENEW)
-        self._finish = client.register_script(_FINISH)
-        self._wait_poll = client.register_script(_WAIT_POLL)
-        self._admit = client.register_script(_ADMIT)
-        self._record = client.register_script(_RECORD)
-        self._route_put = client.register_script(_ROUTE_PUT)
-        self._route_delete = client.register_script(_ROUTE_DELETE)
-        self._routes_load = client.register_script(_ROUTES_LOAD)
+        self._claim = client.register_script(scripts.IDEM_CLAIM)
+        self._renew = client.register_script(scripts.IDEM_RENEW)
+        self._finish = client.register_script(scripts.IDEM_FINISH)
+        self._wait_poll = client.register_script(scripts.IDEM_WAIT_POLL)
+        self._admit = client.register_script(scripts.BREAKER_ADMIT)
+        self._record = client.register_script(scripts.BREAKER_RECORD)
+        self._route_put = client.register_script(scripts.ROUTE_PUT)
+        self._route_delete = client.register_script(scripts.ROUTE_DELETE)
+        self._routes_load = client.register_script(scripts.ROUTES_LOAD)
         self._routes_keys = [f"{self._prefix}routes:{ROUTES_TAG}"]
         self._routes_keys.append(f"{self._routes_keys[0]}:version")
-        self._job_save = client.register_script(_JOB_SAVE)
-        self._job_claim = client.register_script(_JOB_CLAIM)
-        self._job_renew = client.register_script(_JOB_RENEW)
-        self._job_list = client.register_script(_JOB_LIST)
-        self._job_get = client.register_script(_JOB_GET)
-        self._job_purge = client.register_script(_JOB_PURGE)
-        self._webhook_secret = client.register_script(_WEBHOOK_SECRET)
+        self._job_save = client.register_script(scripts.JOB_SAVE)
+        self._job_claim = client.register_script(scripts.JOB_CLAIM)
+        self._job_renew = client.register_script(scripts.JOB_RENEW)
+        self._job_list = client.register_script(scripts.JOB_LIST)
+        self._job_get = client.register_script(scripts.JOB_GET)
+        self._job_purge = client.register_script(scripts.JOB_PURGE)
+        self._webhook_secret = client.register_script(scripts.WEBHOOK_SECRET)
         self._jobs_prefix = f"{self._prefix}jobs:{JOBS_TAG}:"
         # due, created, active, finished: the order every job script takes them in.
         self._jobs_keys = [

@@ -16,7 +16,8 @@ import pytest
 
 from sidecar.errors import StoreUnavailable
 from sidecar.store.base import BreakerState, ClaimOutcome, StoredResponse
-from sidecar.store.embedded import SCHEMA_VERSION, EmbeddedStore
+from sidecar.store.embedded import EmbeddedStore
+from sidecar.store.sqlite import SCHEMA_VERSION
 from tests.support.clock import FakeClock
 
 #: Long enough that only an explicit flush (or close) writes, in these tests.
@@ -456,7 +457,7 @@ def test_many_processes_may_create_one_new_file_at_once(tmp_path: Path) -> None:
     # same new file, and every one must get a migrated database.
     import concurrent.futures
 
-    from sidecar.store.embedded import Database
+    from sidecar.store.sqlite import Database
 
     for attempt in range(5):
         path = tmp_path / f"fresh{attempt}.db"

@@ -1,0 +1,495 @@
+"""The embedded store's SQLite file: schema, migrations and every statement.
+
+`Database` owns the one connection (WAL mode); every method runs on the
+embedded store's writer thread (an sqlite3 connection belongs to the thread
+that made it). Besides retrying a busy file at open, sqlite3 errors leave
+it as they are: the store turns them into StoreUnavailable.
+
+Tables (room left for later ones: keys, events):
+
+    cache        key, expires_at, entry (StoredResponse.encode())
+    idempotency  key, fingerprint, keep_until, response
+    breaker      host, state, failures, opened_at, saved_at
+    routes       name, data (sidecar.routes.encode())
+    meta         key, value       ('routes_version': bumped by every route write;
+                                   'webhook_secret': created once)
+    jobs         id, due_at, status, created_at, finished_at, done, owner,
+                 data (sidecar.jobs.model.encode_job())
+
+A job row's columns are the truth for `due_at` and `owner` (a claim changes
+only them); the other columns are copies of fields of `data`, written with
+it, for the queries.
+
+The schema version is SQLite's `user_version`; `MIGRATIONS[n]` takes a file
+from version n to n + 1, all steps in one transaction at open, so a file
+written by an older sidecar is upgraded in place. A file from a newer
+sidecar is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from sidecar.errors import StoreUnavailable
+from sidecar.jobs.model import Job, decode_job, encode_job
+from sidecar.store.base import BreakerState, BreakerStatus, StoredResponse
+from sidecar.store.memory import IdempotencyRecord
+from sidecar.store.write_behind import Batch
+
+T = TypeVar("T")
+
+log = logging.getLogger("mirapi.store")
+
+#: Statements taking the schema from version n (the index) to n + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: the first schema (a new file; IF NOT EXISTS as it always was).
+    (
+        """CREATE TABLE IF NOT EXISTS cache (
+            key TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL,
+            entry BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS cache_expires_at ON cache (expires_at)",
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            key TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            keep_until REAL NOT NULL,
+            response BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS idempotency_keep_until ON idempotency (keep_until)",
+        """CREATE TABLE IF NOT EXISTS breaker (
+            host TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            failures INTEGER NOT NULL,
+            opened_at REAL NOT NULL,
+            saved_at REAL NOT NULL
+        )""",
+    ),
+    # 1 -> 2: routes, and their version.
+    (
+        "CREATE TABLE IF NOT EXISTS routes (name TEXT PRIMARY KEY, data BLOB NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL)",
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('routes_version', 0)",
+    ),
+    # 2 -> 3: jobs (the webhook secret lives in meta).
+    (
+        """CREATE TABLE IF NOT EXISTS jobs (
+            id TEXT PRIMARY KEY,
+            due_at REAL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            finished_at REAL,
+            done INTEGER NOT NULL,
+            owner TEXT,
+            data BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS jobs_due_at ON jobs (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at)",
+        "CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at) WHERE done = 1",
+        "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE owner IS NOT NULL",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: A breaker nobody failed against for this long is forgotten (closed), as in Redis.
+BREAKER_IDLE_TTL = 24 * 3600.0
+
+
+@dataclass(slots=True)
+class Loaded:
+    cache: list[tuple[str, StoredResponse]]
+    records: list[tuple[str, IdempotencyRecord]]
+    breakers: list[tuple[str, BreakerStatus]]
+
+
+class Database:
+    """The SQLite file; every method runs on the one writer thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        if not self._path.exists():
+            # It holds response bodies: readable by the owner only (WAL files follow).
+            os.close(os.open(self._path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # Several processes may open a new file at once (a sidecar starting,
+        # `mirapi routes` commands): switching it to WAL takes an exclusive
+        # lock, and SQLite answers "locked" at once rather than waiting, so
+        # the first steps are retried for a while.
+        deadline = time.monotonic() + OPEN_PATIENCE
+        while True:
+            conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                _migrate(conn)
+            except sqlite3.OperationalError as error:
+                conn.close()
+                if not _is_busy(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            return
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def load(self, now: float) -> Loaded:
+        conn = self._connection()
+        cache = _decoded(
+            conn.execute(
+                "SELECT key, entry FROM cache WHERE expires_at > ? ORDER BY rowid", (now,)
+            ),
+            lambda key, entry: (key, StoredResponse.decode(entry)),
+        )
+        records = _decoded(
+            conn.execute(
+                "SELECT key, fingerprint, keep_until, response FROM idempotency"
+                " WHERE keep_until > ?",
+                (now,),
+            ),
+            lambda key, fingerprint, keep_until, response: (
+                key,
+                IdempotencyRecord(fingerprint, StoredResponse.decode(response), keep_until),
+            ),
+        )
+        breakers = _decoded(
+            conn.execute(
+                "SELECT host, state, failures, opened_at FROM breaker WHERE saved_at > ?",
+                (now - BREAKER_IDLE_TTL,),
+            ),
+            lambda host, state, failures, opened_at: (
+                host,
+                BreakerStatus(BreakerState(state), int(failures), float(opened_at)),
+            ),
+        )
+        return Loaded(cache, records, breakers)
+
+    def write(self, batch: Batch, now: float) -> None:
+        """One transaction: the batch, then the sweep if due."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_cache(conn, batch.cache)
+            conn.executemany(
+                "INSERT OR REPLACE INTO idempotency (key, fingerprint, keep_until, response)"
+                " VALUES (?, ?, ?, ?)",
+                [
+                    (key, r.fingerprint, r.keep_until, r.response.encode())
+                    for key, r in batch.records.items()
+                ],
+            )
+            self._write_breakers(conn, batch.breakers, now)
+            if batch.sweep_before is not None:
+                self._sweep(conn, batch.sweep_before)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _write_cache(conn: sqlite3.Connection, changes: dict[str, StoredResponse | None]) -> None:
+        for key, entry in changes.items():
+            if entry is None:
+                conn.execute("DELETE FROM cache WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO cache (key, expires_at, entry) VALUES (?, ?, ?)",
+                    (key, entry.expires_at, entry.encode()),
+                )
+
+    @staticmethod
+    def _write_breakers(
+        conn: sqlite3.Connection, changes: dict[str, BreakerStatus | None], now: float
+    ) -> None:
+        for host, status in changes.items():
+            if status is None:
+                conn.execute("DELETE FROM breaker WHERE host = ?", (host,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO breaker"
+                    " (host, state, failures, opened_at, saved_at) VALUES (?, ?, ?, ?, ?)",
+                    (host, status.state.value, status.failures, status.opened_at, now),
+                )
+
+    @staticmethod
+    def _sweep(conn: sqlite3.Connection, now: float) -> None:
+        conn.execute("DELETE FROM cache WHERE expires_at <= ?", (now,))
+        conn.execute("DELETE FROM idempotency WHERE keep_until <= ?", (now,))
+        conn.execute("DELETE FROM breaker WHERE saved_at <= ?", (now - BREAKER_IDLE_TTL,))
+
+    # -- routes: each write its own durable transaction -------------------------
+
+    def routes_load(self) -> tuple[int, dict[str, bytes]]:
+        conn = self._connection()
+        # One read transaction: the version and the rows of one snapshot.
+        conn.execute("BEGIN")
+        try:
+            version = _routes_version(conn)
+            routes = {str(name): bytes(data) for name, data in conn.execute(_SELECT_ROUTES)}
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return version, routes
+
+    def routes_version(self) -> int:
+        # Outside a transaction every statement reads the file afresh (WAL),
+        # so another process's commit is seen at the next call.
+        return _routes_version(self._connection())
+
+    def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+        with self._route_transaction() as conn:
+            if not replace and conn.execute(_ROUTE_EXISTS, (name,)).fetchone() is not None:
+                return False
+            conn.execute("INSERT OR REPLACE INTO routes (name, data) VALUES (?, ?)", (name, data))
+            conn.execute(_BUMP_ROUTES_VERSION)
+        return True
+
+    def route_delete(self, name: str) -> bool:
+        with self._route_transaction() as conn:
+            if conn.execute("DELETE FROM routes WHERE name = ?", (name,)).rowcount == 0:
+                return False
+            conn.execute(_BUMP_ROUTES_VERSION)
+        return True
+
+    @contextlib.contextmanager
+    def _route_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that commits on a normal exit, fsynced (synchronous=FULL)."""
+        conn = self._connection()
+        # The write-behind may lose its last interval to a power cut; a route
+        # someone was told is saved may not. Route writes are rare: fsync them.
+        conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+    # -- jobs: each write its own transaction ----------------------------------
+
+    def job_write(self, job: Job, owner: str | None) -> bool:
+        """Insert or replace the job (owner cleared); with `owner`, only while it holds it."""
+        with self._write_transaction(fsync=True) as conn:
+            if owner is not None:
+                row = conn.execute("SELECT owner FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                if row is None or row[0] != owner:
+                    return False
+            conn.execute(_PUT_JOB, _job_row(job))
+        return True
+
+    def job_claim(self, owner: str, now: float, lease_until: float) -> Job | None:
+        with self._write_transaction(fsync=False) as conn:
+            row = conn.execute(_FIRST_DUE, (now,)).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET due_at = ?, owner = ? WHERE id = ?", (lease_until, owner, row[0])
+            )
+        return decode_job(row[1]).with_(due_at=lease_until, owner=owner)
+
+    def job_renew(self, job_id: str, owner: str, lease_until: float) -> bool:
+        with self._write_transaction(fsync=False) as conn:
+            renewed = conn.execute(
+                "UPDATE jobs SET due_at = ? WHERE id = ? AND owner = ?",
+                (lease_until, job_id, owner),
+            ).rowcount
+        return renewed > 0
+
+    def job_get(self, job_id: str) -> Job | None:
+        row = (
+            self._connection()
+            .execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
+        return None if row is None else _row_job(*row)
+
+    def job_list(self, status: str | None, limit: int) -> list[Job]:
+        conn = self._connection()
+        order = "ORDER BY created_at DESC, id DESC LIMIT ?"
+        if status is None:
+            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs {order}", (limit,))
+        else:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = ? {order}", (status, limit)
+            )
+        return [_row_job(*row) for row in rows]
+
+    def job_depth(self) -> int:
+        (count,) = self._connection().execute("SELECT COUNT(*) FROM jobs WHERE done = 0").fetchone()
+        return int(count)
+
+    def job_purge(self, finished_before: float) -> int:
+        with self._write_transaction(fsync=False) as conn:
+            return conn.execute(
+                "DELETE FROM jobs WHERE done = 1 AND finished_at < ?", (finished_before,)
+            ).rowcount
+
+    def jobs_release_leases(self, now: float) -> int:
+        """Make every owned job due now: its owner died with its process."""
+        with self._write_transaction(fsync=True) as conn:
+            return conn.execute(
+                "UPDATE jobs SET due_at = ?, owner = NULL WHERE owner IS NOT NULL", (now,)
+            ).rowcount
+
+    def webhook_secret(self, new: str) -> str:
+        with self._write_transaction(fsync=True) as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('webhook_secret', ?)", (new,)
+            )
+            (secret,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'webhook_secret'"
+            ).fetchone()
+        return str(secret)
+
+    @contextlib.contextmanager
+    def _write_transaction(self, fsync: bool) -> Iterator[sqlite3.Connection]:
+        """A write transaction that commits on a normal exit; `fsync`: synchronous=FULL."""
+        conn = self._connection()
+        if fsync:
+            conn.execute("PRAGMA synchronous=FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if fsync:
+                conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("the database is not open")
+        return self._conn
+
+
+_SELECT_ROUTES = "SELECT name, data FROM routes"
+_ROUTE_EXISTS = "SELECT 1 FROM routes WHERE name = ?"
+_BUMP_ROUTES_VERSION = (
+    "INSERT INTO meta (key, value) VALUES ('routes_version', 1)"
+    " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+)
+
+
+_JOB_COLUMNS = "data, due_at, owner"
+_FIRST_DUE = (
+    "SELECT id, data FROM jobs WHERE due_at IS NOT NULL AND due_at <= ? ORDER BY due_at, id LIMIT 1"
+)
+_PUT_JOB = (
+    "INSERT OR REPLACE INTO jobs"
+    " (id, due_at, status, created_at, finished_at, done, owner, data)"
+    " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
+)
+
+
+def _job_row(job: Job) -> tuple[object, ...]:
+    """The columns of `_PUT_JOB`, copied from the job itself (owner: none)."""
+    return (
+        job.id,
+        job.due_at,
+        job.status,
+        job.created_at,
+        job.finished_at,
+        1 if job.phase == "done" else 0,
+        encode_job(job.with_(owner=None)),
+    )
+
+
+def _row_job(data: bytes, due_at: float | None, owner: str | None) -> Job:
+    # The columns, not the blob, hold the lease: a claim writes only them.
+    return decode_job(data).with_(due_at=due_at, owner=owner)
+
+
+def _routes_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'routes_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+#: How long opening waits for other processes creating or migrating the file.
+OPEN_PATIENCE = 10.0
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    """True for SQLite's "database is locked" / "busy": another process holds it."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION; refuse a file from a newer sidecar."""
+    version = _user_version(conn)
+    if version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Again under the write lock: another process may have just migrated.
+            version = _user_version(conn)
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    if version > SCHEMA_VERSION:
+        raise StoreUnavailable(
+            f"the embedded database has schema {version}, newer than this mirapi's"
+            f" ({SCHEMA_VERSION}): upgrade mirapi"
+        )
+
+
+def _decoded(rows: sqlite3.Cursor, build: Callable[..., T]) -> list[T]:
+    """`build(*row)` for each row; a row that does not decode is skipped and logged."""
+    built: list[T] = []
+    skipped = 0
+    for row in rows:
+        try:
+            built.append(build(*row))
+        except (ValueError, KeyError, TypeError, IndexError):
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d unreadable rows of the embedded database", skipped)
+    return built
+
+
+def safe_cause(exc: BaseException) -> str:
+    """A short reason that is safe to show: an SQLite error name, never a path."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
