@@ -22,6 +22,7 @@ from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.stages.deadline import Deadline
 from sidecar.stages.forward import Forward
 from sidecar.stages.idempotency import Idempotency
+from sidecar.stages.pci_guard import PciGuard
 from sidecar.stages.race import Race
 from sidecar.stages.respond import Respond
 from sidecar.stages.retry import Retry
@@ -67,6 +68,9 @@ def standard_stages(
         Respond(max_body),
         # Resolves the targets first: the computed idempotency key covers the URL.
         Routing(routes),
+        # After routing (a route may switch it off), before idempotency, async
+        # and the cache, so nothing of a blocked request is stored or queued.
+        PciGuard(),
         # Before any upstream work: a duplicate waits here for the first's answer.
         Idempotency(store, clock, max_body),
         # After idempotency, so a resubmitted job gets the first 202 again;

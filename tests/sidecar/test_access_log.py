@@ -23,7 +23,7 @@ async def test_access_line_fields_and_no_secrets(tmp_path: Path, upstream: Upstr
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         app.access_log = AccessLog(stream)
         await http.post(
-            "/v1/charges?card=4242424242424242",
+            "/v1/charges?customer=cus_private_42",
             headers={
                 "X-Target-URL": upstream.url,
                 "X-Retry-Count": "1",
@@ -34,8 +34,14 @@ async def test_access_line_fields_and_no_secrets(tmp_path: Path, upstream: Upstr
             content=b'{"amount": 2000, "secret": "body-secret"}',
         )
         await http.get("/", headers={"X-Request-ID": "4242 4242 4242 4242"})
+        # Blocked by the PCI guard: its line has no query, body or digits of it.
+        await http.post(
+            "/v1/tokens?card=4242424242424242",
+            headers={"X-Target-URL": upstream.url},
+            content=b'{"number": "4000 0566 5566 5556"}',
+        )
     text = stream.getvalue()
-    first, second = (orjson.loads(line) for line in text.splitlines())
+    first, second, blocked = (orjson.loads(line) for line in text.splitlines())
     assert first["request_id"] == "req-7"
     assert first["method"] == "POST"
     assert first["host"] == upstream.url.removeprefix("http://")
@@ -45,7 +51,17 @@ async def test_access_line_fields_and_no_secrets(tmp_path: Path, upstream: Upstr
     assert first["logger"] == "mirapi.access"
     assert isinstance(first["latency_ms"], float)
     assert second["status"] == 400
-    for secret in ("sk_live_secret", "body-secret", "4242424242424242", "4242 4242", "/v1/charges"):
+    assert blocked["status"] == 400
+    for secret in (
+        "sk_live_secret",
+        "body-secret",
+        "cus_private_42",
+        "4242424242424242",
+        "4242 4242",
+        "4000 0566",
+        "/v1/charges",
+        "/v1/tokens",
+    ):
         assert secret not in text
 
 
