@@ -256,7 +256,7 @@ class Database:
         return _routes_version(self._connection())
 
     def route_put(self, name: str, data: bytes, replace: bool) -> bool:
-        with self._route_transaction() as conn:
+        with self._write_transaction(fsync=True) as conn:
             if not replace and conn.execute(_ROUTE_EXISTS, (name,)).fetchone() is not None:
                 return False
             conn.execute("INSERT OR REPLACE INTO routes (name, data) VALUES (?, ?)", (name, data))
@@ -264,30 +264,11 @@ class Database:
         return True
 
     def route_delete(self, name: str) -> bool:
-        with self._route_transaction() as conn:
+        with self._write_transaction(fsync=True) as conn:
             if conn.execute("DELETE FROM routes WHERE name = ?", (name,)).rowcount == 0:
                 return False
             conn.execute(_BUMP_ROUTES_VERSION)
         return True
-
-    @contextlib.contextmanager
-    def _route_transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that commits on a normal exit, fsynced (synchronous=FULL)."""
-        conn = self._connection()
-        # The write-behind may lose its last interval to a power cut; a route
-        # someone was told is saved may not. Route writes are rare: fsync them.
-        conn.execute("PRAGMA synchronous=FULL")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.execute("PRAGMA synchronous=NORMAL")
 
     # -- jobs: each write its own transaction ----------------------------------
 
@@ -367,7 +348,11 @@ class Database:
 
     @contextlib.contextmanager
     def _write_transaction(self, fsync: bool) -> Iterator[sqlite3.Connection]:
-        """A write transaction that commits on a normal exit; `fsync`: synchronous=FULL."""
+        """A write transaction that commits on a normal exit; `fsync`: synchronous=FULL.
+
+        The write-behind may lose its last interval to a power cut; a route or
+        job someone was told is saved may not, so those writes are fsynced.
+        """
         conn = self._connection()
         if fsync:
             conn.execute("PRAGMA synchronous=FULL")
