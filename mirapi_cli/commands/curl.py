@@ -190,6 +190,14 @@ def curl(
         bool, typer.Option("-f", "--fail", help="Exit 22 on an HTTP error status.")
     ] = False,
     retry: Annotated[int | None, typer.Option("--retry", help="Retries, 0-10.")] = None,
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook",
+            metavar="URL",
+            help="Run as a background job and POST the outcome here (needs --via).",
+        ),
+    ] = None,
     retry_delay: Annotated[
         str | None, typer.Option("--retry-delay", help="Backoff base: 200ms, 1s.")
     ] = None,
@@ -252,6 +260,7 @@ def curl(
         "X-Proxy-Idempotency-Key": idempotency_key,
         "X-Smart-Cache": smart_cache,
         "X-Circuit-Breaker": "on" if circuit_breaker else None,
+        "X-Webhook-Callback": webhook,
     }
     call = build_request(url, request, header, data, data_binary, proxy_headers, route)
     settings = _store_settings(call, via, data_dir, redis)
@@ -365,6 +374,7 @@ _FLAG_FOR_HEADER = {
     "X-Circuit-Breaker": "--circuit-breaker",
     "X-Target-URL": "URL",
     "X-Route-Key": "--route",
+    "X-Webhook-Callback": "--webhook",
 }
 
 

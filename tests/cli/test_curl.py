@@ -149,3 +149,22 @@ async def test_via_reports_sidecar_errors_like_in_process(
     code, _, err = await mirapi("curl", upstream.url, "--via", sidecar_url)
     assert code == 7
     assert "could not be reached" in err
+
+
+async def test_webhook_needs_a_sidecar_and_names_the_flag(upstream: Upstream) -> None:
+    code, out, err = await mirapi("curl", upstream.url, "--webhook", "http://127.0.0.1:9/hook")
+    assert code == 2
+    assert "--webhook" in err and "--via" in err
+    assert out == b""
+    assert upstream.seen == []
+
+
+async def test_webhook_through_a_sidecar_is_accepted_as_a_job(
+    upstream: Upstream, sidecar_url: str
+) -> None:
+    code, out, err = await mirapi(
+        "curl", "-i", upstream.url, "--webhook", upstream.url + "/hook", "--via", sidecar_url
+    )
+    assert code == 0, err
+    assert out.startswith(b"HTTP/1.1 202")
+    assert b'"job_id"' in out and b"/_mirapi/jobs/job_" in out
