@@ -139,7 +139,7 @@ def add(
         raise CliError(_in_flag_words(error)) from None
 
     async def put(store: Store) -> bool:
-        return await store.route_put(route.name, routes.encode(route), replace)
+        return await store.record_put("routes", route.name, routes.encode(route), replace)
 
     if not with_store(data_dir, config, redis, put):
         raise CliError(f"a route named {name!r} exists already (use --replace to overwrite it)")
@@ -201,7 +201,7 @@ def rm(
     from mirapi_cli import output
 
     async def delete(store: Store) -> bool:
-        return await store.route_delete(name)
+        return await store.record_delete("routes", name)
 
     if not with_store(data_dir, config, redis, delete):
         raise CliError(f"no route named {name!r}")
@@ -262,7 +262,7 @@ def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list
     from sidecar import routes
 
     async def load(store: Store) -> dict[str, bytes]:
-        return (await store.routes_load())[1]
+        return (await store.records_load("routes"))[1]
 
     found: list[Route] = []
     for name, data in sorted(with_store(data_dir, config, redis, load).items()):
@@ -286,7 +286,7 @@ async def _put_all(store: Store, incoming: Sequence[Route], replace: bool) -> li
     """Write every route, or none: existing names refuse the lot unless `replace`."""
     from sidecar import routes
 
-    _, before = await store.routes_load()
+    _, before = await store.records_load("routes")
     taken = [route.name for route in incoming if route.name in before]
     if taken and not replace:
         raise CliError(
@@ -294,7 +294,7 @@ async def _put_all(store: Store, incoming: Sequence[Route], replace: bool) -> li
         )
     written: list[Route] = []
     for route in incoming:
-        if not await store.route_put(route.name, routes.encode(route), replace):
+        if not await store.record_put("routes", route.name, routes.encode(route), replace):
             # Someone added this name since the check: put back what was.
             await _undo(store, written, before)
             raise CliError(f"route {route.name!r} was added meanwhile; nothing imported")
@@ -305,9 +305,9 @@ async def _put_all(store: Store, incoming: Sequence[Route], replace: bool) -> li
 async def _undo(store: Store, written: Sequence[Route], before: dict[str, bytes]) -> None:
     for route in written:
         if route.name in before:
-            await store.route_put(route.name, before[route.name], True)
+            await store.record_put("routes", route.name, before[route.name], True)
         else:
-            await store.route_delete(route.name)
+            await store.record_delete("routes", route.name)
 
 
 # -- input and rendering ---------------------------------------------------------------

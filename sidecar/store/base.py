@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 Headers = tuple[tuple[str, str], ...]
 
+#: The kinds of named record the store keeps (`records_*`): each its own
+#: namespace with its own version.
+RECORD_KINDS = ("routes", "keys", "secrets")
+
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
@@ -217,23 +221,24 @@ class Store(Protocol):
         clock. Gives up with LOST after `timeout` seconds of real time.
         """
 
-    # -- routes ----------------------------------------------------------------
+    # -- named records: routes, client keys, secrets ---------------------------
     # Durable: a write returns only once it is committed (SQLite) or
-    # acknowledged (Redis); StoreUnavailable otherwise. Routes are written by
-    # `mirapi routes`, not on the request path; sidecars read them through a
-    # RouteTable that polls `routes_version`.
+    # acknowledged (Redis); StoreUnavailable otherwise. Records are written by
+    # commands (`mirapi routes`, `keys`, `secrets`), not on the request path;
+    # sidecars read them through a RecordTable that polls `records_version`.
+    # `kind` is one of RECORD_KINDS; each kind has its own names and version.
 
-    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
-        """Every route (name -> encoded route) and the version they are at."""
+    async def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
+        """Every record of `kind` (name -> data) and the version they are at."""
 
-    async def routes_version(self) -> int:
-        """A number that changes whenever any route is written or removed."""
+    async def records_version(self, kind: str) -> int:
+        """A number that changes whenever a record of `kind` is written or removed."""
 
-    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
-        """Store route `name`; False (nothing written) if it exists and not `replace`."""
+    async def record_put(self, kind: str, name: str, data: bytes, replace: bool) -> bool:
+        """Store record `name`; False (nothing written) if it exists and not `replace`."""
 
-    async def route_delete(self, name: str) -> bool:
-        """Remove route `name`; False when there was none."""
+    async def record_delete(self, kind: str, name: str) -> bool:
+        """Remove record `name`; False when there was none."""
 
     # -- jobs (SPEC §5) ---------------------------------------------------------
     # Durable: `job_add`, `job_save` and the webhook secret return only once

@@ -14,14 +14,15 @@ loaded back: the cache in write order, within the memory bound. In-flight
 idempotency locks are not kept (their holders died with the process), nor
 probe leases: a half-open breaker admits a new probe after a restart.
 
-Routes are not written behind: they are configuration, written by `mirapi
-routes` (often from another process while a sidecar runs), so each route
-write is its own transaction on the writer thread, fsynced at commit, and
-awaited; a failure raises StoreUnavailable. The `routes_version` row is
-bumped in the same transaction, and read afresh from the file at every
-`routes_version` call, so a sidecar sees another process's writes.
+Named records (routes, client keys, secrets) are not written behind: they
+are configuration, written by `mirapi routes|keys|secrets` (often from
+another process while a sidecar runs), so each write is its own transaction
+on the writer thread, fsynced at commit, and awaited; a failure raises
+StoreUnavailable. The kind's version row is bumped in the same transaction,
+and read afresh from the file at every `records_version` call, so a sidecar
+sees another process's writes.
 
-Jobs are durable like routes: each add, save, claim and renew is its own
+Jobs are durable like records: each add, save, claim and renew is its own
 transaction on the writer thread, awaited (adds and saves fsynced, since a
 202 promises the job survives; a claim or renew lost to a power cut only
 makes the job due again sooner). Reads go to the file too, so `mirapi jobs`
@@ -37,7 +38,7 @@ not get the lock leaves dead leases to run out by themselves (`job_lease`).
 The file itself (tables, schema, migrations, statements) is `sqlite.Database`;
 the queue of changes not yet written is `write_behind.PendingWrites`.
 
-sqlite3 errors are caught only here: at open and on route writes they become
+sqlite3 errors are caught only here: at open and on record writes they become
 StoreUnavailable; a failing write-behind is logged, reported by `health()`
 and retried, and never fails a request.
 """
@@ -292,27 +293,29 @@ class EmbeddedStore:
     async def idem_wait(self, key: str, token: str, timeout: float) -> WaitResult:
         return await self._memory.idem_wait(key, token, timeout)
 
-    # -- routes: straight to the file (memory only without one) ----------------
+    # -- named records: straight to the file (memory only without one) ---------
 
-    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+    async def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
         if self._database is None:
-            return await self._memory.routes_load()
-        return await self._on_file("routes read", self._database.routes_load)
+            return await self._memory.records_load(kind)
+        return await self._on_file(f"{kind} read", self._database.records_load, kind)
 
-    async def routes_version(self) -> int:
+    async def records_version(self, kind: str) -> int:
         if self._database is None:
-            return await self._memory.routes_version()
-        return await self._on_file("routes read", self._database.routes_version)
+            return await self._memory.records_version(kind)
+        return await self._on_file(f"{kind} read", self._database.records_version, kind)
 
-    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+    async def record_put(self, kind: str, name: str, data: bytes, replace: bool) -> bool:
         if self._database is None:
-            return await self._memory.route_put(name, data, replace)
-        return await self._on_file("route write", self._database.route_put, name, data, replace)
+            return await self._memory.record_put(kind, name, data, replace)
+        return await self._on_file(
+            f"{kind} write", self._database.record_put, kind, name, data, replace
+        )
 
-    async def route_delete(self, name: str) -> bool:
+    async def record_delete(self, kind: str, name: str) -> bool:
         if self._database is None:
-            return await self._memory.route_delete(name)
-        return await self._on_file("route write", self._database.route_delete, name)
+            return await self._memory.record_delete(kind, name)
+        return await self._on_file(f"{kind} write", self._database.record_delete, kind, name)
 
     # -- jobs: straight to the file (memory only without one) -------------------
 

@@ -18,9 +18,10 @@ or by an occasional sweep of the idempotency maps.
   uncontended request keeps nothing. Waiters sleep on an event set by
   `idem_finish`, and look at the clock every `EXPIRY_CHECK` seconds of real
   time to notice a holder whose lock ran out.
-- Routes: a dict of encoded routes and a version counter bumped by every
-  write (only this process sees them: the memory-only store is for tests and
-  the Redis store's fallback, which never holds routes).
+- Named records (routes, client keys, secrets): a dict per kind and a
+  version counter per kind bumped by every write (only this process sees
+  them: the memory-only store is for tests and the Redis store's fallback,
+  which never holds records).
 - Jobs: a dict of `Job`s (owner and due_at inside), scanned for the claim
   (memory-only stores hold few jobs: tests and `EmbeddedStore(None)`; the
   Redis store's fallback never holds jobs), and the webhook secret.
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sidecar.clock import Clock
 from sidecar.store.base import (
+    RECORD_KINDS,
     Admission,
     BreakerState,
     BreakerStatus,
@@ -138,8 +140,8 @@ class MemoryStore:
         self._results: dict[tuple[str, str], _Result] = {}
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._sweep_above = SWEEP_FLOOR
-        self._routes: dict[str, bytes] = {}
-        self._routes_version = 0
+        self._named: dict[str, dict[str, bytes]] = {kind: {} for kind in RECORD_KINDS}
+        self._record_versions: dict[str, int] = dict.fromkeys(RECORD_KINDS, 0)
         self._jobs: dict[str, Job] = {}
         self._webhook_secret: str | None = None
 
@@ -351,25 +353,26 @@ class MemoryStore:
         alive = len(self._locks) + len(self._records) + len(self._results)
         self._sweep_above = max(SWEEP_FLOOR, 2 * alive)
 
-    # -- routes ----------------------------------------------------------------
+    # -- named records -----------------------------------------------------------
 
-    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
-        return self._routes_version, dict(self._routes)
+    async def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
+        return self._record_versions[kind], dict(self._named[kind])
 
-    async def routes_version(self) -> int:
-        return self._routes_version
+    async def records_version(self, kind: str) -> int:
+        return self._record_versions[kind]
 
-    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
-        if not replace and name in self._routes:
+    async def record_put(self, kind: str, name: str, data: bytes, replace: bool) -> bool:
+        records = self._named[kind]
+        if not replace and name in records:
             return False
-        self._routes[name] = data
-        self._routes_version += 1
+        records[name] = data
+        self._record_versions[kind] += 1
         return True
 
-    async def route_delete(self, name: str) -> bool:
-        if self._routes.pop(name, None) is None:
+    async def record_delete(self, kind: str, name: str) -> bool:
+        if self._named[kind].pop(name, None) is None:
             return False
-        self._routes_version += 1
+        self._record_versions[kind] += 1
         return True
 
     # -- jobs ------------------------------------------------------------------

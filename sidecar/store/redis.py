@@ -10,8 +10,9 @@ operation touches share a hash tag, so a Redis Cluster keeps them in one slot.
     mirapi:idem:{KEY}:res:TOKEN     hash     until, resp        (for the holder's waiters;
                                              no resp: nothing to share; written only
                                              when a claim was told TOKEN)
-    mirapi:routes:{routes}          hash     NAME -> sidecar.routes.encode(route)
-    mirapi:routes:{routes}:version  string   bumped by every route write
+    mirapi:KIND:{KIND}              hash     NAME -> the record (KIND: routes, keys,
+                                             secrets; each kind's own encoding)
+    mirapi:KIND:{KIND}:version      string   bumped by every write of that kind
     mirapi:jobs:{jobs}:job:ID       hash     data (encode_job), owner, status
     mirapi:jobs:{jobs}:due          zset     ID -> due_at (absent: never due)
     mirapi:jobs:{jobs}:created      zset     ID -> created_at (every job, for listing)
@@ -80,6 +81,7 @@ from sidecar.errors import StoreUnavailable
 from sidecar.jobs.model import Job, decode_job, encode_job
 from sidecar.store import redis_scripts as scripts
 from sidecar.store.base import (
+    RECORD_KINDS,
     Admission,
     BreakerState,
     BreakerStatus,
@@ -104,8 +106,6 @@ BREAKER_IDLE_TTL = 24 * 3600.0
 POLL_FIRST, POLL_MAX = 0.01, 0.1
 HASHED_PREFIX = "sha256:"
 MAX_PLAIN_KEY = 200
-#: The tag of every route key: all routes in one slot, read and written together.
-ROUTES_TAG = "{routes}"
 #: The tag of every job key (and the webhook secret): one queue, one slot.
 JOBS_TAG = "{jobs}"
 #: Finished jobs removed per purge script call (bounds the time Redis is busy).
@@ -172,7 +172,7 @@ def _specific_cause(exc: BaseException) -> str | None:
 
 
 def _version_seed() -> int:
-    """Where a missing route version starts: wall-clock microseconds, never repeated."""
+    """Where a missing record version starts: wall-clock microseconds, never repeated."""
     # Real time, not the injected clock: this orders versions, it expires nothing.
     return time.time_ns() // 1000
 
@@ -229,11 +229,14 @@ class RedisStore:
         self._wait_poll = client.register_script(scripts.IDEM_WAIT_POLL)
         self._admit = client.register_script(scripts.BREAKER_ADMIT)
         self._record = client.register_script(scripts.BREAKER_RECORD)
-        self._route_put = client.register_script(scripts.ROUTE_PUT)
-        self._route_delete = client.register_script(scripts.ROUTE_DELETE)
-        self._routes_load = client.register_script(scripts.ROUTES_LOAD)
-        self._routes_keys = [f"{self._prefix}routes:{ROUTES_TAG}"]
-        self._routes_keys.append(f"{self._routes_keys[0]}:version")
+        self._record_put = client.register_script(scripts.RECORD_PUT)
+        self._record_delete = client.register_script(scripts.RECORD_DELETE)
+        self._records_load = client.register_script(scripts.RECORDS_LOAD)
+        # Per kind: its hash and version, in one slot ({KIND}) read and written together.
+        self._record_keys = {
+            kind: [f"{self._prefix}{kind}:{{{kind}}}", f"{self._prefix}{kind}:{{{kind}}}:version"]
+            for kind in RECORD_KINDS
+        }
         self._job_save = client.register_script(scripts.JOB_SAVE)
         self._job_claim = client.register_script(scripts.JOB_CLAIM)
         self._job_renew = client.register_script(scripts.JOB_RENEW)
@@ -404,29 +407,29 @@ class RedisStore:
             await asyncio.sleep(min(pause, left))
             pause = min(POLL_MAX, pause * 1.5)
 
-    # -- routes ----------------------------------------------------------------
+    # -- named records -----------------------------------------------------------
 
-    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
-        version, flat = await self._call(self._routes_load(keys=self._routes_keys))
-        routes = {_text(flat[i]): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return int(version), routes
+    async def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
+        version, flat = await self._call(self._records_load(keys=self._record_keys[kind]))
+        records = {_text(flat[i]): _bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return int(version), records
 
-    async def routes_version(self) -> int:
-        version = await self._call(self._client.get(self._routes_keys[1]))
+    async def records_version(self, kind: str) -> int:
+        version = await self._call(self._client.get(self._record_keys[kind][1]))
         return 0 if version is None else int(version)
 
-    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+    async def record_put(self, kind: str, name: str, data: bytes, replace: bool) -> bool:
         written = await self._call(
-            self._route_put(
-                keys=self._routes_keys,
+            self._record_put(
+                keys=self._record_keys[kind],
                 args=[name, data, "1" if replace else "0", _version_seed()],
             )
         )
         return bool(int(written))
 
-    async def route_delete(self, name: str) -> bool:
+    async def record_delete(self, kind: str, name: str) -> bool:
         removed = await self._call(
-            self._route_delete(keys=self._routes_keys, args=[name, _version_seed()])
+            self._record_delete(keys=self._record_keys[kind], args=[name, _version_seed()])
         )
         return bool(int(removed))
 

@@ -13,8 +13,8 @@ The key layout (names under the namespace, `mirapi:` by default; see
     IDEM_CLAIM, IDEM_RENEW,       idem:{KEY}:lock, idem:{KEY}:rec,
     IDEM_FINISH, IDEM_WAIT_POLL   idem:{KEY}:res:TOKEN
     BREAKER_ADMIT, BREAKER_RECORD breaker:{HOST}
-    ROUTE_PUT, ROUTE_DELETE,      routes:{routes}, routes:{routes}:version
-    ROUTES_LOAD
+    RECORD_PUT, RECORD_DELETE,    KIND:{KIND}, KIND:{KIND}:version
+    RECORDS_LOAD                  (KIND: routes, keys, secrets)
     JOB_SAVE, JOB_CLAIM,          jobs:{jobs}:due, :created, :active, :finished
     JOB_RENEW, JOB_LIST,          (in KEYS); jobs:{jobs}:job:ID and
     JOB_GET, JOB_PURGE            jobs:{jobs}:status:S (built from the prefix)
@@ -142,10 +142,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {state, failures, opened_at, changed}
 """
 
-# -- routes: mirapi:routes:{routes} and its :version ---------------------------
+# -- named records: mirapi:KIND:{KIND} and its :version -------------------------
 
-# KEYS: routes hash, version. ARGV: name, data, replace ('1'/'0'), version seed.
-ROUTE_PUT = """
+# KEYS: records hash, version. ARGV: name, data, replace ('1'/'0'), version seed.
+RECORD_PUT = """
 if ARGV[3] ~= '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[4]) end
@@ -153,16 +153,16 @@ redis.call('INCR', KEYS[2])
 return 1
 """
 
-# KEYS: routes hash, version. ARGV: name, version seed.
-ROUTE_DELETE = """
+# KEYS: records hash, version. ARGV: name, version seed.
+RECORD_DELETE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[2]) end
 redis.call('INCR', KEYS[2])
 return 1
 """
 
-# KEYS: routes hash, version. The version and the routes of one moment.
-ROUTES_LOAD = """
+# KEYS: records hash, version. The version and the records of one moment.
+RECORDS_LOAD = """
 return {redis.call('GET', KEYS[2]) or '0', redis.call('HGETALL', KEYS[1])}
 """
 

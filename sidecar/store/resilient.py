@@ -232,19 +232,19 @@ class ResilientStore:
             self._degrade(exc)
             return WaitResult(WaitOutcome.LOST)
 
-    # -- routes: Redis only ------------------------------------------------------
+    # -- named records: Redis only ------------------------------------------------
 
-    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
-        return await self._shared(self._primary.routes_load)
+    async def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
+        return await self._shared(lambda: self._primary.records_load(kind))
 
-    async def routes_version(self) -> int:
-        return await self._shared(self._primary.routes_version)
+    async def records_version(self, kind: str) -> int:
+        return await self._shared(lambda: self._primary.records_version(kind))
 
-    async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
-        return await self._shared(lambda: self._primary.route_put(name, data, replace))
+    async def record_put(self, kind: str, name: str, data: bytes, replace: bool) -> bool:
+        return await self._shared(lambda: self._primary.record_put(kind, name, data, replace))
 
-    async def route_delete(self, name: str) -> bool:
-        return await self._shared(lambda: self._primary.route_delete(name))
+    async def record_delete(self, kind: str, name: str) -> bool:
+        return await self._shared(lambda: self._primary.record_delete(kind, name))
 
     # -- jobs: Redis only ---------------------------------------------------------
 

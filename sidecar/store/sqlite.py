@@ -5,14 +5,15 @@ embedded store's writer thread (an sqlite3 connection belongs to the thread
 that made it). Besides retrying a busy file at open, sqlite3 errors leave
 it as they are: the store turns them into StoreUnavailable.
 
-Tables (room left for later ones: keys, events):
+Tables (room left for later ones: events):
 
     cache        key, expires_at, entry (StoredResponse.encode())
     idempotency  key, fingerprint, keep_until, response
     breaker      host, state, failures, opened_at, saved_at
-    routes       name, data (sidecar.routes.encode())
-    meta         key, value       ('routes_version': bumped by every route write;
-                                   'webhook_secret': created once)
+    records      kind, name, data (routes, client keys, secrets: each kind's own
+                 encoding)
+    meta         key, value       ('<kind>_version': bumped by every write of
+                                   that kind; 'webhook_secret': created once)
     jobs         id, due_at, status, created_at, finished_at, done, owner,
                  data (sidecar.jobs.model.encode_job())
 
@@ -95,6 +96,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at)",
         "CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at) WHERE done = 1",
         "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE owner IS NOT NULL",
+    ),
+    # 3 -> 4: routes become one kind of named record, beside client keys and secrets.
+    (
+        """CREATE TABLE IF NOT EXISTS records (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (kind, name)
+        )""",
+        "INSERT OR IGNORE INTO records (kind, name, data) SELECT 'routes', name, data FROM routes",
+        "DROP TABLE IF EXISTS routes",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -234,40 +246,41 @@ class Database:
         conn.execute("DELETE FROM idempotency WHERE keep_until <= ?", (now,))
         conn.execute("DELETE FROM breaker WHERE saved_at <= ?", (now - BREAKER_IDLE_TTL,))
 
-    # -- routes: each write its own durable transaction -------------------------
+    # -- named records: each write its own durable transaction ------------------
 
-    def routes_load(self) -> tuple[int, dict[str, bytes]]:
+    def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
         conn = self._connection()
         # One read transaction: the version and the rows of one snapshot.
         conn.execute("BEGIN")
         try:
-            version = _routes_version(conn)
-            routes = {str(name): bytes(data) for name, data in conn.execute(_SELECT_ROUTES)}
+            version = _records_version(conn, kind)
+            rows = conn.execute(_SELECT_RECORDS, (kind,))
+            records = {str(name): bytes(data) for name, data in rows}
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return version, routes
+        return version, records
 
-    def routes_version(self) -> int:
+    def records_version(self, kind: str) -> int:
         # Outside a transaction every statement reads the file afresh (WAL),
         # so another process's commit is seen at the next call.
-        return _routes_version(self._connection())
+        return _records_version(self._connection(), kind)
 
-    def route_put(self, name: str, data: bytes, replace: bool) -> bool:
+    def record_put(self, kind: str, name: str, data: bytes, replace: bool) -> bool:
         with self._write_transaction(fsync=True) as conn:
-            if not replace and conn.execute(_ROUTE_EXISTS, (name,)).fetchone() is not None:
+            if not replace and conn.execute(_RECORD_EXISTS, (kind, name)).fetchone() is not None:
                 return False
-            conn.execute("INSERT OR REPLACE INTO routes (name, data) VALUES (?, ?)", (name, data))
-            conn.execute(_BUMP_ROUTES_VERSION)
+            conn.execute(_PUT_RECORD, (kind, name, data))
+            conn.execute(_BUMP_VERSION, (_version_key(kind),))
         return True
 
-    def route_delete(self, name: str) -> bool:
+    def record_delete(self, kind: str, name: str) -> bool:
         with self._write_transaction(fsync=True) as conn:
-            if conn.execute("DELETE FROM routes WHERE name = ?", (name,)).rowcount == 0:
+            if conn.execute(_DELETE_RECORD, (kind, name)).rowcount == 0:
                 return False
-            conn.execute(_BUMP_ROUTES_VERSION)
+            conn.execute(_BUMP_VERSION, (_version_key(kind),))
         return True
 
     # -- jobs: each write its own transaction ----------------------------------
@@ -375,11 +388,12 @@ class Database:
         return self._conn
 
 
-_SELECT_ROUTES = "SELECT name, data FROM routes"
-_ROUTE_EXISTS = "SELECT 1 FROM routes WHERE name = ?"
-_BUMP_ROUTES_VERSION = (
-    "INSERT INTO meta (key, value) VALUES ('routes_version', 1)"
-    " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+_SELECT_RECORDS = "SELECT name, data FROM records WHERE kind = ?"
+_RECORD_EXISTS = "SELECT 1 FROM records WHERE kind = ? AND name = ?"
+_PUT_RECORD = "INSERT OR REPLACE INTO records (kind, name, data) VALUES (?, ?, ?)"
+_DELETE_RECORD = "DELETE FROM records WHERE kind = ? AND name = ?"
+_BUMP_VERSION = (
+    "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1"
 )
 
 
@@ -412,8 +426,13 @@ def _row_job(data: bytes, due_at: float | None, owner: str | None) -> Job:
     return decode_job(data).with_(due_at=due_at, owner=owner)
 
 
-def _routes_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'routes_version'").fetchone()
+def _version_key(kind: str) -> str:
+    """The meta row holding `kind`'s version: 'routes_version', 'keys_version', ..."""
+    return f"{kind}_version"
+
+
+def _records_version(conn: sqlite3.Connection, kind: str) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_version_key(kind),)).fetchone()
     return 0 if row is None else int(row[0])
 
 

@@ -35,15 +35,15 @@ class ControlledStore(MemoryStore):
         self.version_reads = 0
         self.loads = 0
 
-    async def routes_version(self) -> int:
+    async def records_version(self, kind: str) -> int:
         self.version_reads += 1
         self._fail_if_told()
-        return await super().routes_version()
+        return await super().records_version(kind)
 
-    async def routes_load(self) -> tuple[int, dict[str, bytes]]:
+    async def records_load(self, kind: str) -> tuple[int, dict[str, bytes]]:
         self.loads += 1
         self._fail_if_told()
-        return await super().routes_load()
+        return await super().records_load(kind)
 
     def _fail_if_told(self) -> None:
         if self.failure is not None:
@@ -58,7 +58,7 @@ def route(name: str, url: str = "https://api.example.com") -> Route:
 
 
 async def put(store: Store, item: Route) -> None:
-    assert await store.route_put(item.name, routes.encode(item), replace=True)
+    assert await store.record_put("routes", item.name, routes.encode(item), replace=True)
 
 
 async def eventually(check: Callable[[], bool], within: float = 1.0) -> float:
@@ -167,7 +167,7 @@ async def test_a_write_from_another_store_is_seen_within_the_interval(
         await put(cli_store, changed)
         await eventually(lambda: table.get("stripe") == changed, within=0.5)
 
-        assert await cli_store.route_delete("stripe")
+        assert await cli_store.record_delete("routes", "stripe")
         await eventually(lambda: table.get("stripe") is None, within=0.5)
     finally:
         await table.stop()
@@ -237,8 +237,8 @@ async def test_an_unreadable_route_is_skipped_and_named(
         "not-an-object": b'"text"',
     }
     for name, data in corrupt.items():
-        await store.route_put(name, data, replace=False)
-    await store.route_put("alias", routes.encode(route("other-name")), replace=False)
+        await store.record_put("routes", name, data, replace=False)
+    await store.record_put("routes", "alias", routes.encode(route("other-name")), replace=False)
 
     await table.start()
 
@@ -273,10 +273,10 @@ class CancelSwallowingStore(ControlledStore):
     """Version reads that are slow and may lose a cancellation, as a store client
     built on Python 3.11's asyncio.wait_for sometimes does."""
 
-    async def routes_version(self) -> int:
+    async def records_version(self, kind: str) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0.02)
-        return await super().routes_version()
+        return await super().records_version(kind)
 
 
 async def test_stop_ends_the_polling_even_when_a_read_loses_the_cancel() -> None:

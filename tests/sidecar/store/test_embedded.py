@@ -344,24 +344,27 @@ def user_version(path: Path) -> int:
 def stored_routes(path: Path) -> dict[str, bytes]:
     """The routes table, read by another connection, as another process would."""
     with sqlite3.connect(path) as conn:
-        return {name: data for name, data in conn.execute("SELECT name, data FROM routes")}
+        return {
+            name: data
+            for name, data in conn.execute("SELECT name, data FROM records WHERE kind = 'routes'")
+        }
 
 
 async def test_a_route_write_is_committed_when_it_returns(store: EmbeddedStore, path: Path) -> None:
     # The write-behind never runs in these tests (NEVER): routes do not wait for it.
-    await store.route_put("payments", b"route", replace=False)
+    await store.record_put("routes", "payments", b"route", replace=False)
     assert stored_routes(path) == {"payments": b"route"}
-    await store.route_delete("payments")
+    await store.record_delete("routes", "payments")
     assert stored_routes(path) == {}
 
 
 async def test_routes_survive_a_restart(store: EmbeddedStore, path: Path, fake: FakeClock) -> None:
-    await store.route_put("payments", b"route", replace=False)
-    version = await store.routes_version()
+    await store.record_put("routes", "payments", b"route", replace=False)
+    version = await store.records_version("routes")
     await store.close()
     again = await reopened(path, fake)
     try:
-        assert await again.routes_load() == (version, {"payments": b"route"})
+        assert await again.records_load("routes") == (version, {"payments": b"route"})
     finally:
         await again.close()
 
@@ -377,15 +380,15 @@ async def test_a_file_from_before_routes_is_migrated_in_place(path: Path, fake: 
     store = await reopened(path, fake)
     try:
         assert await store.cache_get("old") == kept
-        assert await store.routes_load() == (0, {})
-        assert await store.route_put("payments", b"route", replace=False)
+        assert await store.records_load("routes") == (0, {})
+        assert await store.record_put("routes", "payments", b"route", replace=False)
         assert user_version(path) == SCHEMA_VERSION
     finally:
         await store.close()
     # Opening the migrated file again changes nothing.
     again = await reopened(path, fake)
     try:
-        assert (await again.routes_load())[1] == {"payments": b"route"}
+        assert (await again.records_load("routes"))[1] == {"payments": b"route"}
     finally:
         await again.close()
 
@@ -405,49 +408,72 @@ async def test_a_file_from_a_newer_mirapi_is_refused(path: Path, fake: FakeClock
 async def test_a_failing_route_write_raises_and_writes_nothing(
     store: EmbeddedStore, path: Path
 ) -> None:
-    await store.route_put("kept", b"1", replace=False)
-    version = await store.routes_version()
+    await store.record_put("routes", "kept", b"1", replace=False)
+    version = await store.records_version("routes")
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE meta RENAME TO meta_away")  # the version bump will fail
     with pytest.raises(StoreUnavailable) as caught:
-        await store.route_put("payments", b"route", replace=False)
+        await store.record_put("routes", "payments", b"route", replace=False)
     assert str(path.parent) not in caught.value.message
     with pytest.raises(StoreUnavailable):
-        await store.route_delete("kept")
+        await store.record_delete("routes", "kept")
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE meta_away RENAME TO meta")
     # Rolled back whole: no route without its version bump.
-    assert await store.routes_load() == (version, {"kept": b"1"})
+    assert await store.records_load("routes") == (version, {"kept": b"1"})
 
 
 async def test_route_calls_on_a_store_not_open_raise(path: Path, fake: FakeClock) -> None:
     store = EmbeddedStore(path, fake.clock())
     with pytest.raises(StoreUnavailable):
-        await store.route_put("payments", b"route", replace=False)
+        await store.record_put("routes", "payments", b"route", replace=False)
     with pytest.raises(StoreUnavailable):
-        await store.routes_version()
+        await store.records_version("routes")
+
+
+async def test_routes_stored_before_records_are_kept_by_the_migration(
+    path: Path, fake: FakeClock
+) -> None:
+    # A file at schema 3 kept routes in their own table; schema 4 moves them.
+    store = await reopened(path, fake)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE records")
+        conn.execute("CREATE TABLE routes (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
+        conn.execute("INSERT INTO routes VALUES ('payments', x'00ff')")
+        conn.execute("UPDATE meta SET value = 7 WHERE key = 'routes_version'")
+        conn.execute("PRAGMA user_version = 3")
+    again = await reopened(path, fake)
+    try:
+        assert await again.records_load("routes") == (7, {"payments": b"\x00\xff"})
+        assert await again.records_load("keys") == (0, {})
+    finally:
+        await again.close()
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert "routes" not in tables
 
 
 async def test_routes_version_does_not_wait_for_a_write_in_another_process(
     store: EmbeddedStore, path: Path
 ) -> None:
-    await store.route_put("payments", b"route", replace=False)
-    version = await store.routes_version()
+    await store.record_put("routes", "payments", b"route", replace=False)
+    version = await store.records_version("routes")
     # Another process in the middle of a write transaction (WAL: readers go on).
     with sqlite3.connect(path, isolation_level=None) as writer:
         writer.execute("BEGIN IMMEDIATE")
-        writer.execute("DELETE FROM routes")
+        writer.execute("DELETE FROM records")
         async with asyncio.timeout(0.5):
-            assert await store.routes_version() == version
-            assert (await store.routes_load())[1] == {"payments": b"route"}
+            assert await store.records_version("routes") == version
+            assert (await store.records_load("routes"))[1] == {"payments": b"route"}
         writer.execute("ROLLBACK")
 
 
 async def test_without_a_path_routes_live_in_memory(fake: FakeClock, tmp_path: Path) -> None:
     store = EmbeddedStore(None, fake.clock())
     await store.open()
-    assert await store.route_put("payments", b"route", replace=False)
-    assert (await store.routes_load())[1] == {"payments": b"route"}
+    assert await store.record_put("routes", "payments", b"route", replace=False)
+    assert (await store.records_load("routes"))[1] == {"payments": b"route"}
     await store.close()
     assert files_in(tmp_path) == []
 

@@ -281,8 +281,8 @@ async def test_reconnects_by_itself_when_the_server_returns(
 async def test_routes_live_in_one_slot_and_never_expire(
     store: RedisStore, raw: aioredis.Redis
 ) -> None:
-    await store.route_put("payments", b"route", replace=False)
-    await store.route_put("a}b{c", b"awkward name", replace=False)
+    await store.record_put("routes", "payments", b"route", replace=False)
+    await store.record_put("routes", "a}b{c", b"awkward name", replace=False)
 
     assert await keys(raw) == {"mirapi:routes:{routes}", "mirapi:routes:{routes}:version"}
     assert key_slot(b"mirapi:routes:{routes}") == key_slot(b"mirapi:routes:{routes}:version")
@@ -299,10 +299,10 @@ async def test_routes_of_another_namespace_are_apart(
 ) -> None:
     staging = RedisStore(redis_url, fake.clock(), namespace="staging")
     try:
-        await store.route_put("payments", b"prod", replace=False)
-        assert (await staging.routes_load())[1] == {}
-        assert await staging.route_put("payments", b"staging", replace=False)
-        assert (await store.routes_load())[1] == {"payments": b"prod"}
+        await store.record_put("routes", "payments", b"prod", replace=False)
+        assert (await staging.records_load("routes"))[1] == {}
+        assert await staging.record_put("routes", "payments", b"staging", replace=False)
+        assert (await store.records_load("routes"))[1] == {"payments": b"prod"}
     finally:
         await staging.close()
 
@@ -311,14 +311,14 @@ async def test_a_flushed_server_does_not_bring_back_an_old_version(
     store: RedisStore, raw: aioredis.Redis
 ) -> None:
     for name in ("a", "b", "c"):
-        await store.route_put(name, b"route", replace=False)
-    held = await store.routes_version()  # what a sidecar's table would hold
+        await store.record_put("routes", name, b"route", replace=False)
+    held = await store.records_version("routes")  # what a sidecar's table would hold
     await raw.flushall()
 
-    assert await store.routes_load() == (0, {})
+    assert await store.records_load("routes") == (0, {})
     for name in ("x", "y", "z"):  # as many writes as before the flush
-        await store.route_put(name, b"route", replace=False)
-    assert await store.routes_version() > held
+        await store.record_put("routes", name, b"route", replace=False)
+    assert await store.records_version("routes") > held
 
 
 async def test_a_route_write_to_an_unreachable_server_raises(
@@ -327,8 +327,8 @@ async def test_a_route_write_to_an_unreachable_server_raises(
     gone = RedisStore(f"unix://{tmp_path}/none.sock", fake.clock())
     try:
         with pytest.raises(StoreUnavailable):
-            await gone.route_put("payments", b"route", replace=False)
+            await gone.record_put("routes", "payments", b"route", replace=False)
         with pytest.raises(StoreUnavailable):
-            await gone.routes_version()
+            await gone.records_version("routes")
     finally:
         await gone.close()

@@ -34,7 +34,7 @@ class CountingRedis(RedisStore):
 
     async def route_put(self, name: str, data: bytes, replace: bool) -> bool:
         self.route_puts += 1
-        return await super().route_put(name, data, replace)
+        return await super().record_put("routes", name, data, replace)
 
 
 @pytest.fixture
@@ -248,11 +248,14 @@ async def test_close_ends_the_watcher_even_when_a_ping_loses_the_cancel(
 
 
 async def test_routes_are_written_to_redis(store: ResilientStore, direct: RedisStore) -> None:
-    assert await store.route_put("payments", b"route", replace=False)
+    assert await store.record_put("routes", "payments", b"route", replace=False)
 
-    assert await direct.routes_load() == (await store.routes_version(), {"payments": b"route"})
-    assert await direct.route_delete("payments")
-    assert (await store.routes_load())[1] == {}
+    assert await direct.records_load("routes") == (
+        await store.records_version("routes"),
+        {"payments": b"route"},
+    )
+    assert await direct.record_delete("routes", "payments")
+    assert (await store.records_load("routes"))[1] == {}
 
 
 async def test_while_degraded_routes_raise_and_nothing_is_written_locally(
@@ -264,28 +267,28 @@ async def test_while_degraded_routes_raise_and_nothing_is_written_locally(
     )
     await store.open()
     try:
-        await store.route_put("before", b"route", replace=False)
+        await store.record_put("routes", "before", b"route", replace=False)
         server.stop()
 
         # The first route call finds Redis gone and degrades the store.
         with pytest.raises(StoreUnavailable):
-            await store.routes_version()
+            await store.records_version("routes")
         assert not store.health().ok
         for call in (
-            store.routes_load(),
-            store.route_put("during", b"route", replace=True),
-            store.route_delete("before"),
+            store.records_load("routes"),
+            store.record_put("routes", "during", b"route", replace=True),
+            store.record_delete("routes", "before"),
         ):
             with pytest.raises(StoreUnavailable) as caught:
                 await call
         assert caught.value.message.startswith("redis unreachable: ")
         assert str(server.socket) not in caught.value.message
-        assert await local.routes_load() == (0, {})
+        assert await local.records_load("routes") == (0, {})
 
         server.start()  # an empty server: the test one keeps nothing on disk
         await until_healthy(store)
-        assert await store.route_put("after", b"route", replace=False)
-        assert (await direct.routes_load())[1] == {"after": b"route"}
+        assert await store.record_put("routes", "after", b"route", replace=False)
+        assert (await direct.records_load("routes"))[1] == {"after": b"route"}
     finally:
         await store.close()
 
@@ -301,7 +304,7 @@ async def test_a_store_that_starts_degraded_refuses_route_writes_at_once(
     try:
         async with asyncio.timeout(0.5):
             with pytest.raises(StoreUnavailable):
-                await store.route_put("payments", b"route", replace=False)
+                await store.record_put("routes", "payments", b"route", replace=False)
         assert primary.route_puts == 0  # no connect attempt: the answer is known
     finally:
         await store.close()
