@@ -209,9 +209,19 @@ def fetch_health(address: str, *, timeout: float = 2.0) -> dict[str, Any] | None
 
 
 def start(
-    args: Sequence[str], data_dir: Path, *, env: Mapping[str, str], timeout: float = READY_TIMEOUT
+    args: Sequence[str],
+    data_dir: Path,
+    *,
+    env: Mapping[str, str],
+    timeout: float = READY_TIMEOUT,
+    stdin: bytes | None = None,
 ) -> Started:
-    """Spawn a detached sidecar with `args` (flags of `sidecar start`) and wait until ready."""
+    """Spawn a detached sidecar with `args` (flags of `sidecar start`) and wait until ready.
+
+    `stdin` is written to the child's stdin, then closed: how a passphrase
+    (`--unlock`) reaches it without argv or the environment, which other
+    users or a crash dump could read.
+    """
     status = inspect(data_dir)
     if status.state is not None:
         how = "runs" if status.running else "runs but does not answer"
@@ -221,7 +231,7 @@ def start(
         )
     log_path = paths.log_file(paths.ensure_dir(data_dir))
     offset = log_path.stat().st_size if log_path.exists() else 0
-    child = _spawn(args, data_dir, log_path, env)
+    child = _spawn(args, data_dir, log_path, env, stdin)
     try:
         state = _wait_ready(child, data_dir, log_path, offset, timeout)
     except BaseException:
@@ -231,21 +241,31 @@ def start(
 
 
 def _spawn(
-    args: Sequence[str], data_dir: Path, log_path: Path, env: Mapping[str, str]
+    args: Sequence[str],
+    data_dir: Path,
+    log_path: Path,
+    env: Mapping[str, str],
+    stdin: bytes | None = None,
 ) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "mirapi_cli.main", "sidecar", "start", "--foreground"]
     command += [*args, "--data-dir", str(data_dir)]
     with log_path.open("ab") as log:
         # A new session: no controlling terminal, so the shell's Ctrl-C and
         # hang-up never reach the daemon; only `stop` ends it.
-        return subprocess.Popen(
+        child = subprocess.Popen(
             command,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=dict(env),
             start_new_session=True,
         )
+    if stdin is not None and child.stdin is not None:
+        # Far below a pipe's buffer: written at once, whenever the child reads.
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.write(stdin)
+        child.stdin.close()
+    return child
 
 
 def _wait_ready(

@@ -20,7 +20,9 @@ import typer
 
 from mirapi_cli.commands.curl import curl
 from mirapi_cli.commands.jobs import app as jobs_app
+from mirapi_cli.commands.keys import app as keys_app
 from mirapi_cli.commands.routes import app as routes_app
+from mirapi_cli.commands.secrets import app as secrets_app
 from mirapi_cli.commands.sidecar import app as sidecar_app
 from mirapi_cli.commands.webhooks import app as webhooks_app
 from mirapi_cli.errors import guard, reporter
@@ -38,6 +40,8 @@ app.add_typer(sidecar_app, name="sidecar")
 app.add_typer(routes_app, name="routes")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 app.command("curl")(curl)
 
 

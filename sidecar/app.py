@@ -14,30 +14,46 @@ import os
 import time
 from typing import Any
 
-from sidecar import __version__
+from sidecar import __version__, client_keys, secrets
+from sidecar.client_keys import ClientKey
 from sidecar.clock import SYSTEM_CLOCK, Clock
-from sidecar.config import Settings
+from sidecar.config import Settings, is_loopback_listen
 from sidecar.control import make_control_app
 from sidecar.egress import Egress, EgressPolicy
-from sidecar.errors import MirApiError, PayloadTooLarge, error_body, error_headers
+from sidecar.errors import (
+    BadRequestFraming,
+    MirApiError,
+    PayloadTooLarge,
+    error_body,
+    error_headers,
+)
 from sidecar.exchange import Exchange, Response, new_request_id
+from sidecar.gate import LOCAL_CLIENT, Gate
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
 from sidecar.logging import AccessLog
+from sidecar.observe import Observer, Outcome
 from sidecar.pipeline import build_chain, build_job_chain
 from sidecar.policy import parse_policy
+from sidecar.record_table import RecordTable
 from sidecar.retry_budget import RetryBudget
 from sidecar.route_table import RouteTable
+from sidecar.secrets import Secret
 from sidecar.stages.async_jobs import AsyncJobs
+from sidecar.stages.inject_secrets import InjectSecrets
+from sidecar.stages.rate_limit import RateLimit
 from sidecar.store import store_for
 from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
+from sidecar.vault import Vault
 
 Scope = dict[str, Any]
 ASGIReceive = Any
 ASGISend = Any
 
 CONTROL_PREFIX = "/_mirapi/"
+#: Control endpoints open to probes without a client key (they tell nothing private).
+PROBES = frozenset({"/_mirapi/healthz", "/_mirapi/livez", "/_mirapi/readyz"})
 #: readyz waits this long for the job queue's depth, then leaves it out.
 READYZ_STORE_TIMEOUT = 1.0
 
@@ -93,8 +109,10 @@ class Sidecar:
         client: UpstreamClient | None = None,
         store: Store | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        master_key: str | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.started_at = clock.now()
         self.egress = egress or EgressPolicy(
             allow_private=settings.allow_private, allow_hosts=settings.allow_hosts
@@ -103,6 +121,14 @@ class Sidecar:
         self.store = store or store_for(settings, clock)
         # Filled from the store at start-up, then kept fresh by polling it.
         self.routes = RouteTable(self.store)
+        self.keys: RecordTable[ClientKey] = RecordTable(
+            self.store, client_keys.KIND, client_keys.decode
+        )
+        # A unix socket cannot be reached by a browser: no Host to check there.
+        self.gate = Gate(self.keys.all, settings.server_names, check_host=settings.unix is None)
+        self.secrets: RecordTable[Secret] = RecordTable(self.store, secrets.KIND, secrets.decode)
+        # One vault for requests and jobs: one key cache, one cap on derivations.
+        inject = InjectSecrets(self.secrets.all, Vault(), master_key)
         # One budget: background jobs and live requests share a sick upstream's.
         budget = RetryBudget()
         job_chain = build_job_chain(
@@ -113,6 +139,7 @@ class Sidecar:
             clock=clock,
             routes=self.routes,
             budget=budget,
+            secrets=inject,
         )
         self.callbacks = CallbackSender(self.store, self.client, clock)
         self.jobs = JobWorkers(
@@ -134,16 +161,20 @@ class Sidecar:
             routes=self.routes,
             jobs=AsyncJobs(self.store, clock, self.egress, wake=self.jobs.wake),
             budget=budget,
+            secrets=inject,
+            rate_limit=RateLimit(self.store, settings.rate_limit),
         )
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)
         self.access_log = AccessLog(None)
+        #: Told of every proxied request's outcome: events, records, stats, metrics.
+        self.observers: list[Observer] = []
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
         if kind == "http":
             if scope["path"].startswith(CONTROL_PREFIX):
-                await self.control(scope, receive, send)  # type: ignore[arg-type]
+                await self.serve_control(scope, receive, send)
             else:
                 await self.proxy(scope, receive, send)
         elif kind == "lifespan":
@@ -158,32 +189,68 @@ class Sidecar:
                 try:
                     await self.store.open()
                     await self.routes.start()
+                    await self.keys.start()
+                    await self.secrets.start()
+                    self._refuse_exposed_without_keys()
+                    for observer in self.observers:
+                        await observer.start()
                     await self.control.startup()
                     # Last: a job's run needs the store and the routes.
                     self.jobs.start()
                 except Exception as error:
                     # Tell the server, which then refuses to serve, rather
                     # than serving half-started.
-                    await send({"type": "lifespan.startup.failed", "message": repr(error)})
+                    reason = str(error) if isinstance(error, StartRefused) else repr(error)
+                    await send({"type": "lifespan.startup.failed", "message": reason})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # First: jobs under way end (or stay leased) while all still works.
                 await self.jobs.stop()
+                # Before the store closes: they flush what they still hold.
+                for observer in self.observers:
+                    await observer.stop()
                 await self.routes.stop()
+                await self.keys.stop()
+                await self.secrets.stop()
                 await self.client.aclose()
                 await self.store.close()
                 await self.control.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _refuse_exposed_without_keys(self) -> None:
+        """SPEC §2.1: with no client key, the sidecar listens on loopback only."""
+        if self.settings.unix is None and not is_loopback_listen(self.settings):
+            if not self.keys.all():
+                raise StartRefused(
+                    f"refusing to listen on {self.settings.listen}, which other machines can"
+                    " reach, while no client key exists: create one with `mirapi keys"
+                    " create`, or listen on 127.0.0.1"
+                )
+
+    async def serve_control(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        """The sidecar's own endpoints, behind the same door as proxied requests."""
+        _, first = _decode_headers(scope["headers"])
+        try:
+            self.gate.admit(scope, first, key=scope["path"] not in PROBES)
+        except MirApiError as error:
+            request_id = new_request_id()
+            await send_response(_error_response(error, request_id), send)
+            return
+        await self.control(scope, receive, send)  # type: ignore[arg-type]
+
     async def proxy(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         """One proxied request: parse at the edge, run the chain, stream the answer."""
         started = time.monotonic()
+        arrived = self.clock.now()
         headers, first = _decode_headers(scope["headers"])
         request_id = first.get("x-request-id") or new_request_id()
         exchange: Exchange | None = None
+        client_id = LOCAL_CLIENT
+        error_code: str | None = None
         try:
+            client_id = self.gate.admit(scope, first)
             body = await self.body_reader.read(receive, first.get("content-length"))
             policy = parse_policy(first, self.settings.timeout)
             raw_path = scope.get("raw_path") or scope["path"].encode()
@@ -196,12 +263,13 @@ class Sidecar:
                 policy=policy,
                 request_id=request_id,
                 started=started,
+                client_id=client_id,
+                client_address=_address_of_client(scope),
             )
             response = await self.chain(exchange)
         except MirApiError as error:
-            response = Response(
-                error.status, error_headers(error, request_id), error_body(error, request_id)
-            )
+            error_code = error.code
+            response = _error_response(error, request_id)
         except ConnectionResetError:
             return
         except Exception:
@@ -209,30 +277,41 @@ class Sidecar:
             # traceback, answered with the JSON error shape, never a bare 500.
             log.exception("unexpected error while proxying request %s", request_id)
             crash = MirApiError("the sidecar failed unexpectedly; see its log")
-            response = Response(
-                crash.status, error_headers(crash, request_id), error_body(crash, request_id)
-            )
+            error_code = crash.code
+            response = _error_response(crash, request_id)
         await send_response(response, send)
-        self._log_access(scope, exchange, response.status, started, request_id)
-
-    def _log_access(
-        self,
-        scope: Scope,
-        exchange: Exchange | None,
-        status: int,
-        started: float,
-        request_id: str,
-    ) -> None:
         target = (exchange.answered_by or exchange.target) if exchange else ""
+        outcome = Outcome(
+            request_id=request_id,
+            time=arrived,
+            method=scope["method"],
+            route=exchange.route.name if exchange and exchange.route else None,
+            host=_host_of(target),
+            status=response.status,
+            attempts=exchange.attempts if exchange else 0,
+            rescue=exchange.rescue if exchange else None,
+            latency=time.monotonic() - started,
+            error=error_code,
+            client_id=client_id,
+            exchange=exchange,
+        )
+        self._log_access(outcome)
+        for observer in self.observers:
+            observer.observe(outcome)
+
+    def _log_access(self, outcome: Outcome) -> None:
         line = {
-            "request_id": request_id,
-            "method": scope["method"],
-            "host": _host_of(target),
-            "status": status,
-            "attempts": exchange.attempts if exchange else 0,
-            "rescue": exchange.rescue if exchange else None,
-            "latency_ms": round((time.monotonic() - started) * 1000, 2),
+            "request_id": outcome.request_id,
+            "method": outcome.method,
+            "route": outcome.route,
+            "host": outcome.host,
+            "status": outcome.status,
+            "attempts": outcome.attempts,
+            "rescue": outcome.rescue,
+            "latency_ms": round(outcome.latency * 1000, 2),
         }
+        if outcome.error is not None:
+            line["error"] = outcome.error
         self.access_log.write(line)
 
     def health(self) -> dict[str, Any]:
@@ -257,9 +336,29 @@ class Sidecar:
             return None
 
 
+class StartRefused(Exception):
+    """The sidecar must not start as configured; the message says why and what to do."""
+
+
+def _error_response(error: MirApiError, request_id: str) -> Response:
+    body = error_body(error, request_id)
+    headers = error_headers(error, request_id)
+    headers.append(("content-length", str(len(body))))
+    if isinstance(error, BadRequestFraming):
+        # The unread body's framing is in doubt: never reuse this connection.
+        headers.append(("connection", "close"))
+    return Response(error.status, headers, body)
+
+
 def cache_entry_limit(settings: Settings) -> int:
     """The largest response the smart cache keeps: it must fit the cache and a body."""
     return min(settings.max_body, settings.cache_max_bytes)
+
+
+def _address_of_client(scope: Scope) -> str:
+    """The client's IP address ("" on a unix socket), for per-address rate limits."""
+    client = scope.get("client")
+    return str(client[0]) if client and client[0] else ""
 
 
 def _host_of(url: str) -> str:
@@ -288,6 +387,6 @@ async def send_response(response: Response, send: ASGISend) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def create_app(settings: Settings) -> Sidecar:
-    """The ASGI application for `settings`."""
-    return Sidecar(settings)
+def create_app(settings: Settings, *, master_key: str | None = None) -> Sidecar:
+    """The ASGI application for `settings`; `master_key` unlocks stored secrets (--unlock)."""
+    return Sidecar(settings, master_key=master_key)

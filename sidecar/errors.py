@@ -6,8 +6,10 @@
     │   ├── BadHeader             400 bad_header        names the header
     │   ├── BadRequestFraming     400 bad_request       CL + TE, malformed body
     │   └── PciCardNumber         400 pci_card_number   offset only, never digits
-    ├── Unauthorized              401 unauthorized / secret_locked
+    ├── Unauthorized              401 unauthorized
+    │   └── SecretLocked          401 secret_locked     no or a wrong passphrase for a secret
     ├── EgressDenied              403 egress_denied
+    ├── HostNotAllowed            403 host_not_allowed  DNS rebinding guard
     ├── NotFound                  404 route_not_found / job_not_found / not_found
     ├── PayloadTooLarge           413 payload_too_large
     ├── IdempotencyConflict       409 idempotency_in_flight (Retry-After: 1)
@@ -16,6 +18,7 @@
     ├── UpstreamUnreachable       502 upstream_unreachable
     ├── ServiceUnavailable        503 (Retry-After)
     │   ├── CircuitOpen           503 circuit_open      no upstream call made
+    │   ├── VaultBusy             503 vault_busy        too many key derivations at once
     │   └── StoreUnavailable      503 store_unavailable the store did not answer
     ├── GatewayTimeout            504 upstream_timeout / deadline_exceeded
     └── RouteInvalid              500 route_invalid     a stored route is unusable
@@ -80,6 +83,10 @@ class BadHeader(BadRequest):
         self.reason = reason
 
 
+class BadRequestFraming(BadRequest):
+    """A body framed two ways (Content-Length and Transfer-Encoding): answered, then closed."""
+
+
 class PciCardNumber(BadRequest):
     code = "pci_card_number"
 
@@ -89,9 +96,22 @@ class Unauthorized(MirApiError):
     code = "unauthorized"
 
 
+class SecretLocked(Unauthorized):
+    """A secret is needed but no passphrase, or a wrong one, was given; never echoes it."""
+
+    code = "secret_locked"
+
+
 class EgressDenied(MirApiError):
     status = 403
     code = "egress_denied"
+
+
+class HostNotAllowed(MirApiError):
+    """The request's Host is neither a loopback name, an address, nor a server_names entry."""
+
+    status = 403
+    code = "host_not_allowed"
 
 
 class NotFound(MirApiError):
@@ -133,6 +153,12 @@ class CircuitOpen(ServiceUnavailable):
     """The upstream host's breaker is open: the attempt was not made."""
 
     code = "circuit_open"
+
+
+class VaultBusy(ServiceUnavailable):
+    """Too many passphrase derivations queued: fail fast rather than burn the CPU."""
+
+    code = "vault_busy"
 
 
 class StoreUnavailable(ServiceUnavailable):

@@ -58,7 +58,10 @@ class Exchange:
     body: bytes
     policy: RequestPolicy
     request_id: str
+    #: The client key's id, or "local" while no keys exist (scopes cache and idempotency).
     client_id: str = "local"
+    #: The client's IP address ("" on a unix socket), for per-address rate limits.
+    client_address: str = ""
     #: The upstream URLs to try in order: the primary, then failover ones,
     #: or a route's endpoints.
     targets: tuple[str, ...] = ()
@@ -73,6 +76,10 @@ class Exchange:
     #: Headers to send upstream (set by strip_headers, once per request);
     #: the endpoint's own headers are laid over them per attempt (forward).
     upstream_headers: Headers | None = None
+    #: Per target URL, the secret headers laid over every attempt to it, after
+    #: the endpoint's own (set by inject_secrets, once per request). Keyed by
+    #: URL, not index: a race branch is re-indexed but keeps its URL.
+    secret_headers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, repr=False)
     #: The Idempotency-Key every attempt carries upstream, when one is due.
     idempotency_key: str | None = None
     attempts: int = 0

@@ -56,18 +56,24 @@ def standard_stages(
     budget: RetryBudget | None = None,
     routes: RouteLookup | None = None,
     jobs: Stage | None = None,
+    secrets: Stage | None = None,
+    rate_limit: Stage | None = None,
 ) -> list[Stage]:
     """The stages of SPEC §2 in their fixed order; each line says why it sits there.
 
     `routes` is where stored routes are looked up (a `RouteTable`); without
     it every route name is unknown (404 route_not_found). `jobs` is the
     AsyncJobs stage; without it (no workers) a callback request is refused.
+    `secrets` (InjectSecrets) and `rate_limit` (RateLimit) are left out when None.
+    Auth (client keys) runs before the chain, at the sidecar's door (gate.py).
     """
     return [
         # Outermost: decorates whatever answer comes back, rescues included.
         Respond(max_body),
         # Resolves the targets first: the computed idempotency key covers the URL.
         Routing(routes),
+        # Once the client and the route are known, before any work is spent.
+        *([rate_limit] if rate_limit is not None else []),
         # After routing (a route may switch it off), before idempotency, async
         # and the cache, so nothing of a blocked request is stored or queued.
         PciGuard(),
@@ -76,7 +82,9 @@ def standard_stages(
         # After idempotency, so a resubmitted job gets the first 202 again;
         # before resilience, which the job's workers run later.
         jobs if jobs is not None else NoAsyncJobs(),
-        *resilience_stages(store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget),
+        *resilience_stages(
+            store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget, secrets=secrets
+        ),
     ]
 
 
@@ -86,9 +94,13 @@ def resilience_stages(
     cache_entry_limit: int,
     clock: Clock = SYSTEM_CLOCK,
     budget: RetryBudget | None = None,
+    secrets: Stage | None = None,
 ) -> list[Stage]:
     """The stages after Async (SPEC §2.6-2.7): what a synchronous call goes through."""
     return [
+        # First, once per request and for jobs too: a locked secret fails fast,
+        # before the cache or any upstream call (InjectSecrets).
+        *([secrets] if secrets is not None else []),
         # Outside the deadline, failover and retries: it rescues what they could not.
         SmartCache(store, clock, cache_entry_limit),
         # Bounds everything after it: failover and every retry.
@@ -116,6 +128,8 @@ def build_chain(
     routes: RouteLookup | None = None,
     jobs: Stage | None = None,
     budget: RetryBudget | None = None,
+    secrets: Stage | None = None,
+    rate_limit: Stage | None = None,
 ) -> Next:
     """The whole pipeline, ending in one upstream attempt."""
     stages = standard_stages(
@@ -126,6 +140,8 @@ def build_chain(
         budget=budget,
         routes=routes,
         jobs=jobs,
+        secrets=secrets,
+        rate_limit=rate_limit,
     )
     return build(stages, Forward(client))
 
@@ -139,6 +155,7 @@ def build_job_chain(
     clock: Clock = SYSTEM_CLOCK,
     routes: RouteLookup | None = None,
     budget: RetryBudget | None = None,
+    secrets: Stage | None = None,
 ) -> Next:
     """What a job's run goes through: a synchronous call's chain minus idempotency and async.
 
@@ -149,6 +166,8 @@ def build_job_chain(
     stages: list[Stage] = [
         Respond(max_body),
         Routing(routes),
-        *resilience_stages(store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget),
+        *resilience_stages(
+            store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget, secrets=secrets
+        ),
     ]
     return build(stages, Forward(client))

@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import tomli_w
 
+from sidecar.config import parse_rate
 from sidecar.durations import parse_duration
 from sidecar.errors import BadHeader
 from sidecar.policy import parse_policy, parse_target_url
@@ -100,6 +101,8 @@ class Route:
     pci_guard: bool = True
     #: Whether a non-idempotent method may race (every endpoint receives it).
     race_writes: bool = False
+    #: Per client on this route, as `N/sec|min|hour` (on top of the sidecar's own), or None.
+    rate_limit: str | None = None
 
 
 def encode(route: Route) -> bytes:
@@ -116,6 +119,7 @@ def encode(route: Route) -> bytes:
             "secret": route.secret,
             "pci_guard": route.pci_guard,
             "race_writes": route.race_writes,
+            "rate_limit": route.rate_limit,
         }
     )
 
@@ -139,6 +143,7 @@ def decode(data: bytes) -> Route:
         secret=raw.get("secret"),
         pci_guard=bool(raw.get("pci_guard", True)),
         race_writes=bool(raw.get("race_writes", False)),
+        rate_limit=raw.get("rate_limit"),
     )
 
 
@@ -149,7 +154,15 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: A race sends the request to every endpoint at once; keep that bounded.
 MAX_ENDPOINTS = 16
 
-_ROUTE_KEYS = ("strategy", *DEFAULT_KEYS, "secret", "pci_guard", "race_writes", "endpoints")
+_ROUTE_KEYS = (
+    "strategy",
+    *DEFAULT_KEYS,
+    "secret",
+    "pci_guard",
+    "race_writes",
+    "rate_limit",
+    "endpoints",
+)
 _ENDPOINT_KEYS = ("url", "timeout", "headers")
 #: RFC 9110 §5.6.2 token: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -228,6 +241,7 @@ def parse_route(name: str, table: Mapping[str, Any]) -> Route:
             raise at(key)("must be true or false")
     if race_writes and strategy != "race":
         raise at("race_writes")('only means something with strategy = "race"')
+    rate_limit = _rate_limit(table.get("rate_limit"), at("rate_limit"))
 
     return Route(
         name=name,
@@ -237,7 +251,21 @@ def parse_route(name: str, table: Mapping[str, Any]) -> Route:
         secret=secret,
         pci_guard=pci_guard,
         race_writes=race_writes,
+        rate_limit=rate_limit,
     )
+
+
+def _rate_limit(value: object, fail: _Fail) -> str | None:
+    """A route's rate limit, normalised like the config key's ("100 / MIN" -> "100/min")."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise fail('must be a string such as "100/min"')
+    try:
+        count, _ = parse_rate(value)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    return f"{count}/{value.rpartition('/')[2].strip().lower()}"
 
 
 def _parse_endpoint(table: object, fail: _Fail) -> Endpoint:
@@ -381,6 +409,8 @@ def route_to_table(route: Route) -> dict[str, Any]:
         table["pci_guard"] = False
     if route.race_writes:
         table["race_writes"] = True
+    if route.rate_limit is not None:
+        table["rate_limit"] = route.rate_limit
     table["endpoints"] = [_endpoint_table(endpoint) for endpoint in route.endpoints]
     return table
 
@@ -431,6 +461,7 @@ def table_from_flags(
     secret: str | None = None,
     pci_guard: bool = True,
     race_writes: bool = False,
+    rate_limit: str | None = None,
 ) -> dict[str, Any]:
     """The route table that `mirapi routes add` flags describe, for `parse_route`.
 
@@ -447,6 +478,7 @@ def table_from_flags(
             ("deadline", deadline),
             ("smart_cache", smart_cache),
             ("secret", secret),
+            ("rate_limit", rate_limit),
         )
         if value is not None
     }

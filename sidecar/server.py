@@ -29,6 +29,7 @@ from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.utils import LifespanFailureError
 
 from sidecar import __version__
 from sidecar.app import create_app
@@ -52,8 +53,12 @@ LIFESPAN_SHUTDOWN_TIMEOUT = 4.0
 ASGIApp = Callable[..., Any]
 
 
-def run(settings: Settings, app: ASGIApp | None = None) -> int:
-    """Serve `create_app(settings)` (or `app`) until a signal; the exit code (0: clean stop)."""
+def run(settings: Settings, app: ASGIApp | None = None, *, master_key: str | None = None) -> int:
+    """Serve `create_app(settings)` (or `app`) until a signal; the exit code (0: clean stop).
+
+    `master_key` is the secrets' passphrase of `mirapi sidecar start --unlock`:
+    handed to the app in memory, never logged or written.
+    """
     try:
         claim = claim_data_dir(settings.data_dir)
     except DataDirBusy as error:
@@ -61,14 +66,14 @@ def run(settings: Settings, app: ASGIApp | None = None) -> int:
         return 1
     unix_path = Path(settings.unix) if settings.unix else None
     try:
-        return _run_claimed(settings, app)
+        return _run_claimed(settings, app, master_key)
     finally:
         if unix_path is not None:
             _unlink_socket(unix_path)
         release_data_dir(claim)
 
 
-def _run_claimed(settings: Settings, app: ASGIApp | None) -> int:
+def _run_claimed(settings: Settings, app: ASGIApp | None, master_key: str | None) -> int:
     config = hypercorn_config(settings)
     try:
         address = bind(config, settings)
@@ -77,7 +82,7 @@ def _run_claimed(settings: Settings, app: ASGIApp | None) -> int:
         log.error("cannot listen on %s: %s", where, error.strerror or error)
         return 1
     try:
-        app = app or create_app(settings)
+        app = app or create_app(settings, master_key=master_key)
     except Exception:
         log.exception("the sidecar could not be set up")
         return 1
@@ -88,6 +93,11 @@ def _run_claimed(settings: Settings, app: ASGIApp | None) -> int:
     except asyncio.CancelledError:
         log.warning("stopped without waiting for in-flight requests")
         return 1
+    except LifespanFailureError as error:
+        # The app said why it cannot start (a refused bind, a store it cannot
+        # open): that sentence is the whole story, not a traceback.
+        log.error("the sidecar could not start: %s", _lifespan_reason(error))
+        return 1
     except Exception:
         log.exception("the sidecar stopped on an error")
         return 1
@@ -95,6 +105,13 @@ def _run_claimed(settings: Settings, app: ASGIApp | None) -> int:
         remove_state(settings.data_dir, state.pid)
     log.info("stopped")
     return 0
+
+
+def _lifespan_reason(error: LifespanFailureError) -> str:
+    """The app's own message inside Hypercorn's "Lifespan failure in startup. '...'"."""
+    text = str(error)
+    _, _, quoted = text.partition(". ")
+    return quoted[1:-1] if quoted.startswith("'") and quoted.endswith("'") else text
 
 
 def hypercorn_config(settings: Settings) -> Config:

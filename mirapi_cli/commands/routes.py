@@ -108,6 +108,10 @@ def add(
         bool,
         typer.Option("--race-writes", help="Let POST/PATCH race too (every endpoint gets them)."),
     ] = False,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(metavar="N/PER", help="Per client on this route, e.g. 100/min (429 past it)."),
+    ] = None,
     replace: ReplaceOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
@@ -132,6 +136,7 @@ def add(
         secret=secret,
         pci_guard=not no_pci_guard,
         race_writes=race_writes,
+        rate_limit=rate_limit,
     )
     try:
         route = routes.parse_route(name, table)
@@ -340,6 +345,7 @@ _FLAGS = {
     "circuit_breaker": "--circuit-breaker",
     "secret": "--secret",
     "race_writes": "--race-writes",
+    "rate_limit": "--rate-limit",
     "endpoints": "--endpoint",
 }
 
@@ -369,6 +375,7 @@ def route_json(route: Route) -> dict[str, Any]:
         "secret": route.secret,
         "pci_guard": route.pci_guard,
         "race_writes": route.race_writes,
+        "rate_limit": route.rate_limit,
     }
 
 
@@ -386,6 +393,8 @@ def _route_table(route: Route) -> RenderableType:
         rows[f"{keys.get(header, header)} ({header})"] = value
     rows["secret"] = route.secret or "none"
     rows["pci guard"] = "on" if route.pci_guard else "off"
+    if route.rate_limit is not None:
+        rows["rate limit"] = f"{route.rate_limit} per client"
     if route.strategy == "race":
         rows["race writes"] = "yes" if route.race_writes else "no (idempotent methods only)"
     return output.key_value_table(rows)

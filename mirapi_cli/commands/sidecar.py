@@ -52,6 +52,14 @@ AllowHostOption = Annotated[
 ForegroundOption = Annotated[
     bool, typer.Option("--foreground", help="Serve in this process, logging to stderr.")
 ]
+UnlockOption = Annotated[
+    bool,
+    typer.Option(
+        "--unlock",
+        help="Keep the secrets' passphrase in memory ($MIRAPI_MASTER_KEY, else asked or read"
+        " from stdin), so requests need no X-Proxy-Master-Key.",
+    ),
+]
 
 app = typer.Typer(
     help="Run and manage the local sidecar daemon.",
@@ -69,6 +77,7 @@ def start(
     allow_private: AllowPrivateOption = False,
     allow_host: AllowHostOption = None,
     foreground: ForegroundOption = False,
+    unlock: UnlockOption = False,
 ) -> None:
     """Start the sidecar in the background (or in the foreground)."""
     flags: dict[str, object] = {
@@ -80,18 +89,26 @@ def start(
         "allow_hosts": allow_host,
     }
     settings = load_settings(data_dir, config, flags)
+    master_key = _unlock(settings, config, redis) if unlock else None
     if foreground:
-        raise typer.Exit(_serve_here(settings))
+        raise typer.Exit(_serve_here(settings, master_key))
     args = _child_args(settings, config, flags)
-    _start_detached(settings, args, redis)
+    _start_detached(settings, args, redis, master_key)
 
 
-def _serve_here(settings: Settings) -> int:
+def _unlock(settings: Settings, config: Path | None, redis: str | None) -> str:
+    """The passphrase, checked against the stored secrets before anything starts."""
+    from mirapi_cli.commands.secrets import unlock_passphrase
+
+    return unlock_passphrase(settings.data_dir, config, redis)
+
+
+def _serve_here(settings: Settings, master_key: str | None = None) -> int:
     from sidecar import server
     from sidecar.logging import setup_logging
 
     setup_logging(settings.log_level, sys.stderr)
-    return server.run(settings)
+    return server.run(settings, master_key=master_key)
 
 
 def _child_args(settings: Settings, config: Path | None, flags: dict[str, object]) -> list[str]:
@@ -110,8 +127,11 @@ def _child_args(settings: Settings, config: Path | None, flags: dict[str, object
     return args
 
 
-def _start_detached(settings: Settings, args: list[str], redis: str | None) -> None:
+def _start_detached(
+    settings: Settings, args: list[str], redis: str | None, master_key: str | None = None
+) -> None:
     from mirapi_cli import daemon, output
+    from mirapi_cli.passphrase import MASTER_KEY_ENV, NEW_MASTER_KEY_ENV
     from sidecar import paths
 
     env = dict(os.environ)
@@ -119,8 +139,16 @@ def _start_detached(settings: Settings, args: list[str], redis: str | None) -> N
         # Through the environment, not argv: a Redis URL may carry a password,
         # and every user on the machine can read a process's arguments.
         env["MIRAPI_REDIS"] = redis
+    # A daemon's environment outlives the command (/proc/PID/environ): the
+    # passphrase goes over its stdin instead, and only with --unlock.
+    env.pop(MASTER_KEY_ENV, None)
+    env.pop(NEW_MASTER_KEY_ENV, None)
+    stdin = None
+    if master_key is not None:
+        args = [*args, "--unlock"]
+        stdin = master_key.encode("utf-8") + b"\n"
     try:
-        started = daemon.start(args, settings.data_dir, env=env)
+        started = daemon.start(args, settings.data_dir, env=env, stdin=stdin)
     except daemon.DaemonError as error:
         for line in error.log_tail:
             output.note(f"  {line}")

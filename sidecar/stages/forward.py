@@ -2,7 +2,8 @@
 
 In route mode the endpoint under way may add headers of its own (laid over
 the stripped client headers) and have its own per-attempt timeout
-(`Exchange.attempt_timeout`).
+(`Exchange.attempt_timeout`). Injected secrets (`Exchange.secret_headers`)
+are laid last, over both.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Forward:
 
     async def __call__(self, exchange: Exchange) -> Response:
         headers = with_endpoint_headers(exchange.upstream_headers or [], exchange.options.headers)
+        headers = with_endpoint_headers(headers, exchange.secret_headers.get(exchange.target, ()))
         return await self._client.send(
             exchange.method,
             exchange.target,

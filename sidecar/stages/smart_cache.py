@@ -51,6 +51,8 @@ from sidecar.upstream import HOP_BY_HOP
 log = logging.getLogger(__name__)
 
 #: Request headers that say who is calling; their values are part of the key.
+#: Not X-Proxy-Master-Key: a passphrase is guessable, and a fast hash of it in
+#: a stored key would let whoever reads the store skip scrypt's cost.
 CREDENTIAL_HEADERS = frozenset(
     {
         "authorization",
@@ -60,7 +62,6 @@ CREDENTIAL_HEADERS = frozenset(
         "x-goog-api-key",
         "x-identity-key",
         "x-proxy-secret",
-        "x-proxy-master-key",
     }
 )
 

@@ -14,10 +14,22 @@ logical one, for garbage collection.
 
 A backend raises `StoreUnavailable` (sidecar.errors) when it cannot answer;
 it never lets a redis or sqlite exception escape.
+
+Observability (SPEC §8) adds three bounded logs and a rate limiter: events
+(an append-only log read by cursor), request records (for replay, by request
+id) and hourly stats counters. Their writes come from background flushers in
+batches, never from the request path, so a backend may spend a transaction or
+a script on each call; the rate limiter (`rate_take`) is on the request path
+and is one memory operation or one Redis script. `take_token` and
+`RateDecision.judge` are the token bucket's arithmetic, shared by the memory
+backend and (mirrored step for step in Lua) the Redis one, so both decide
+alike to the last bit.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -32,6 +44,17 @@ Headers = tuple[tuple[str, str], ...]
 #: The kinds of named record the store keeps (`records_*`): each its own
 #: namespace with its own version.
 RECORD_KINDS = ("routes", "keys", "secrets")
+
+#: Events kept in the log (`events_add`); the oldest are dropped past it.
+EVENTS_MAX = 10_000
+#: Request records kept for replay (`requests_put`); the oldest are dropped past it.
+REQUESTS_MAX = 1_000
+#: Hour buckets of stats older than this (before the store's current hour)
+#: may be dropped, and are never read.
+STATS_KEEP_HOURS = 24 * 90
+#: Slack in token counts, so that float rounding in a refill (49 s at 1/49
+#: token a second gives 0.9999999999999999) never refuses a token that is due.
+RATE_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +174,88 @@ class StoreHealth:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """The verdict of one `rate_take`: what a 429 and the RateLimit-* headers need."""
+
+    allowed: bool
+    #: Whole tokens left after this take (RateLimit-Remaining).
+    remaining: int
+    #: Seconds until the bucket is full again (RateLimit-Reset).
+    reset: float
+    #: Seconds until one token is available (Retry-After); 0 when allowed.
+    retry_after: float = 0.0
+
+    @classmethod
+    def judge(cls, allowed: bool, tokens: float, limit: int, period: float) -> RateDecision:
+        """The decision for a bucket left holding `tokens` (after the take, when allowed)."""
+        rate = limit / period
+        remaining = min(limit, max(0, math.floor(tokens + RATE_EPSILON)))
+        reset = max(0.0, (limit - tokens) / rate)
+        retry_after = 0.0 if allowed else max(0.0, (1.0 - tokens) / rate)
+        return cls(allowed, remaining, reset, retry_after)
+
+
+def check_rate(limit: int, period: float) -> None:
+    """ValueError unless `limit` >= 1 token per a positive, finite `period`."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError("a rate limit must allow at least 1 request per period")
+    if not (math.isfinite(period) and period > 0):
+        raise ValueError("a rate limit period must be a positive number of seconds")
+
+
+def take_token(
+    tokens: float | None, updated_at: float, now: float, limit: int, period: float
+) -> tuple[bool, float]:
+    """One token bucket step: refill since `updated_at`, then take a token if there is one.
+
+    `tokens` None is a bucket never seen (full). Returns (allowed, tokens
+    left). A clock behind `updated_at` (another sidecar's, a little skewed)
+    refills nothing rather than draining. The Redis script `RATE_TAKE` does
+    the same operations in the same order.
+    """
+    if tokens is None:
+        level = float(limit)
+    else:
+        elapsed = max(0.0, now - updated_at)
+        level = min(float(limit), tokens + elapsed * (limit / period))
+    if level >= 1.0 - RATE_EPSILON:
+        return True, max(0.0, level - 1.0)
+    return False, level
+
+
+def check_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """The non-zero counters of `counts`; ValueError for a negative or non-integer one."""
+    kept: dict[str, int] = {}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            # The counter's name is ours (a kind of rescue, a currency): safe to show.
+            raise ValueError(f"stats counter {name!r} must be a whole number >= 0")
+        if value:
+            kept[name] = value
+    return kept
+
+
+def stats_window(since_hour: int, now: float) -> tuple[int, int]:
+    """The hour buckets a `stats_read(since_hour)` sums, first and last inclusive.
+
+    From `since_hour`, but no earlier than STATS_KEEP_HOURS before the
+    current hour, up to the next hour (a sidecar whose clock is a little
+    ahead may already count in it).
+    """
+    current = int(now // 3600)
+    return max(since_hour, current - STATS_KEEP_HOURS), current + 1
+
+
+def parse_seq_cursor(after: str) -> int:
+    """An event cursor of the memory and embedded stores (a row number) as an int."""
+    if not after.isascii() or not after.isdigit():
+        raise ValueError("not an event cursor of this store")
+    return int(after)
+
+
 class Store(Protocol):
-    """Shared state: cache, breakers, idempotency keys, routes, jobs."""
+    """Shared state: cache, breakers, idempotency keys, records, jobs, observability."""
 
     async def open(self) -> None:
         """Connect, create tables, load what survives a restart."""
@@ -277,3 +380,65 @@ class Store(Protocol):
 
     async def webhook_secret(self, new: str) -> str:
         """The install's signing secret: the stored one, else store `new` and return it."""
+
+    # -- observability (SPEC §8): events, request records, stats, rate limits ----
+    # Values are opaque bytes (the caller's encoding; never decoded here).
+    # The writes are called by background flushers with batches, not by
+    # requests: embedded commits each call as its own transaction (not
+    # fsynced: a power cut may lose the last second), Redis runs one script
+    # or pipeline per call. They raise StoreUnavailable when the store cannot
+    # take them (the ResilientStore never does: while degraded it keeps them
+    # locally, best effort). Reads go to the shared state (the SQLite file,
+    # Redis), so a command in another process sees every sidecar's writes.
+
+    async def events_add(self, items: Sequence[bytes]) -> None:
+        """Append events in order; the log keeps the newest EVENTS_MAX."""
+
+    async def events_read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        """Events as (cursor, data), oldest first, at most `limit` (none when `limit` <= 0).
+
+        after=None: the newest `limit` events. Else the events written after
+        the one whose cursor is `after`, the oldest of them first (to follow
+        the log, pass back the last cursor read). A cursor is an opaque str,
+        strictly increasing in write order, shared by every sidecar on one
+        Redis (embedded and memory: the row number as text; Redis: the
+        stream entry id); compare cursors only by passing them back. A
+        cursor whose event was trimmed still works: the read starts at the
+        oldest event kept. ValueError when `after` is not this backend's
+        kind of cursor.
+        """
+
+    async def requests_put(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Store request records by request id, in order; a record replaces the one
+        with the same id (and becomes the newest). The newest REQUESTS_MAX are kept."""
+
+    async def request_get(self, request_id: str) -> bytes | None:
+        """The request record of `request_id`, or None (never stored, or trimmed)."""
+
+    async def stats_add(self, hour: int, counts: Mapping[str, int]) -> None:
+        """Add `counts` to the counters of the hour bucket `hour` (unix seconds // 3600).
+
+        Counter names are opaque strings ("requests", "rescued:retry",
+        "capital:usd"); values are whole numbers >= 0 (ValueError otherwise);
+        a zero adds nothing, and a counter never added is absent from reads.
+        Buckets older than STATS_KEEP_HOURS before the store's current hour
+        may be dropped.
+        """
+
+    async def stats_read(self, since_hour: int) -> dict[str, int]:
+        """Every counter summed over the hour buckets from `since_hour` on (inclusive).
+
+        Only the buckets of `stats_window(since_hour, now)` are read: none
+        older than STATS_KEEP_HOURS, none past the store's next hour.
+        """
+
+    async def rate_take(self, key: str, limit: int, period: float) -> RateDecision:
+        """Take one token from the bucket `key`, if it holds one (see RateDecision).
+
+        A token bucket of capacity `limit`, refilled at limit/period tokens a
+        second, judged by the store's clock; a bucket never seen is full.
+        The same `key` with another `limit` keeps its tokens (capped at the
+        new capacity). Embedded: this process's memory (one sidecar per data
+        dir); Redis: shared by every sidecar on the server. ValueError unless
+        `limit` >= 1 and `period` > 0.
+        """

@@ -35,6 +35,15 @@ this (and holds it until close), so a `mirapi` command opened next to a
 running sidecar does not take that sidecar's leases away; a store that did
 not get the lock leaves dead leases to run out by themselves (`job_lease`).
 
+Observability (events, request records, stats) goes to the file too, for
+`mirapi events tail`, `replay` and `stats` in another process, but its
+writes are not on the request path: a background flusher in the sidecar
+batches them, and each call here is one transaction on the writer thread,
+committed without an fsync (synchronous=NORMAL in WAL): a power cut may
+lose the last second of them, never the file. Trimming to the bounds is in
+the same transaction. Reads go to the file. Rate limit buckets stay in
+memory: one sidecar runs per data dir, and a bucket is judged per request.
+
 The file itself (tables, schema, migrations, statements) is `sqlite.Database`;
 the queue of changes not yet written is `write_behind.PendingWrites`.
 
@@ -51,7 +60,7 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
@@ -63,9 +72,13 @@ from sidecar.store.base import (
     Admission,
     BreakerStatus,
     Claim,
+    RateDecision,
     StoredResponse,
     StoreHealth,
     WaitResult,
+    check_counts,
+    parse_seq_cursor,
+    stats_window,
 )
 from sidecar.store.memory import MemoryStore
 from sidecar.store.sqlite import Database, safe_cause
@@ -365,6 +378,50 @@ class EmbeddedStore:
         if self._database is None:
             return await self._memory.webhook_secret(new)
         return await self._on_file("webhook secret", self._database.webhook_secret, new)
+
+    # -- observability: straight to the file (memory only without one) ---------
+
+    async def events_add(self, items: Sequence[bytes]) -> None:
+        if self._database is None:
+            return await self._memory.events_add(items)
+        if items:
+            await self._on_file("events write", self._database.events_add, list(items))
+
+    async def events_read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        if self._database is None:
+            return await self._memory.events_read(after, limit)
+        after_id = None if after is None else parse_seq_cursor(after)
+        if limit <= 0:
+            return []
+        return await self._on_file("events read", self._database.events_read, after_id, limit)
+
+    async def requests_put(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if self._database is None:
+            return await self._memory.requests_put(items)
+        if items:
+            await self._on_file("requests write", self._database.requests_put, list(items))
+
+    async def request_get(self, request_id: str) -> bytes | None:
+        if self._database is None:
+            return await self._memory.request_get(request_id)
+        return await self._on_file("requests read", self._database.request_get, request_id)
+
+    async def stats_add(self, hour: int, counts: Mapping[str, int]) -> None:
+        if self._database is None:
+            return await self._memory.stats_add(hour, counts)
+        kept = check_counts(counts)
+        if kept:
+            current = int(self._clock.now() // 3600)
+            await self._on_file("stats write", self._database.stats_add, hour, kept, current)
+
+    async def stats_read(self, since_hour: int) -> dict[str, int]:
+        if self._database is None:
+            return await self._memory.stats_read(since_hour)
+        first, last = stats_window(since_hour, self._clock.now())
+        return await self._on_file("stats read", self._database.stats_read, first, last)
+
+    async def rate_take(self, key: str, limit: int, period: float) -> RateDecision:
+        return await self._memory.rate_take(key, limit, period)
 
     async def _on_file(self, doing: str, work: Callable[..., T], *args: object) -> T:
         """`work(*args)` on the writer thread, once the store is open."""

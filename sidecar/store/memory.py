@@ -25,6 +25,15 @@ or by an occasional sweep of the idempotency maps.
 - Jobs: a dict of `Job`s (owner and due_at inside), scanned for the claim
   (memory-only stores hold few jobs: tests and `EmbeddedStore(None)`; the
   Redis store's fallback never holds jobs), and the webhook secret.
+- Observability: events in a deque bounded at EVENTS_MAX, numbered from 1
+  (the number is the cursor, so the events after a cursor start at a known
+  index); request records in an insertion-ordered dict bounded at
+  REQUESTS_MAX (a replaced record moves to the newest end); stats as a dict
+  of hour buckets, the ones past STATS_KEEP_HOURS dropped when a new bucket
+  is opened. Rate limit buckets (`base.take_token`) are what the embedded
+  store uses on the request path, and the Redis store's fallback: a bucket
+  that has refilled is the same as none, so the full ones are swept once
+  the map has doubled.
 
 A `StoreObserver` is told of every change worth keeping past a restart; the
 `load_*` methods put such state back at start without telling it.
@@ -33,23 +42,34 @@ A `StoreObserver` is told of every change worth keeping past a restart; the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sidecar.clock import Clock
 from sidecar.store.base import (
+    EVENTS_MAX,
     RECORD_KINDS,
+    REQUESTS_MAX,
+    STATS_KEEP_HOURS,
     Admission,
     BreakerState,
     BreakerStatus,
     Claim,
     ClaimOutcome,
+    RateDecision,
     StoredResponse,
     StoreHealth,
     WaitOutcome,
     WaitResult,
+    check_counts,
+    check_rate,
+    parse_seq_cursor,
+    stats_window,
+    take_token,
 )
 
 #: How long a finished holder's response waits for its waiters (clock seconds).
@@ -119,6 +139,15 @@ class _Result:
     until: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """A rate limit bucket: `tokens` as of `updated_at`, full again at `full_at`."""
+
+    tokens: float
+    updated_at: float
+    full_at: float
+
+
 class MemoryStore:
     """A complete `Store` in memory; nothing survives the process."""
 
@@ -144,6 +173,14 @@ class MemoryStore:
         self._record_versions: dict[str, int] = dict.fromkeys(RECORD_KINDS, 0)
         self._jobs: dict[str, Job] = {}
         self._webhook_secret: str | None = None
+        # (number, data); numbers are consecutive, so a cursor maps to an index.
+        self._events: deque[tuple[int, bytes]] = deque(maxlen=EVENTS_MAX)
+        self._events_written = 0
+        # request id -> record; the newest last.
+        self._requests: OrderedDict[str, bytes] = OrderedDict()
+        self._stats: dict[int, dict[str, int]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._buckets_sweep_above = SWEEP_FLOOR
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -427,6 +464,74 @@ class MemoryStore:
         if self._webhook_secret is None:
             self._webhook_secret = new
         return self._webhook_secret
+
+    # -- observability -----------------------------------------------------------
+
+    async def events_add(self, items: Sequence[bytes]) -> None:
+        for data in items:
+            self._events_written += 1
+            self._events.append((self._events_written, bytes(data)))
+
+    async def events_read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        if after is None:
+            start = max(0, len(self._events) - limit)
+        else:
+            first = self._events[0][0] if self._events else self._events_written + 1
+            start = max(0, parse_seq_cursor(after) - first + 1)
+        if limit <= 0:
+            return []
+        chosen = itertools.islice(self._events, start, start + limit)
+        return [(str(number), data) for number, data in chosen]
+
+    async def requests_put(self, items: Sequence[tuple[str, bytes]]) -> None:
+        for request_id, data in items:
+            self._requests.pop(request_id, None)
+            self._requests[request_id] = bytes(data)
+        while len(self._requests) > REQUESTS_MAX:
+            self._requests.popitem(last=False)
+
+    async def request_get(self, request_id: str) -> bytes | None:
+        return self._requests.get(request_id)
+
+    async def stats_add(self, hour: int, counts: Mapping[str, int]) -> None:
+        kept = check_counts(counts)
+        if not kept:
+            return
+        bucket = self._stats.get(hour)
+        if bucket is None:
+            bucket = self._stats[hour] = {}
+            oldest = int(self._clock.now() // 3600) - STATS_KEEP_HOURS
+            for old in [h for h in self._stats if h < oldest]:
+                del self._stats[old]
+        for name, value in kept.items():
+            bucket[name] = bucket.get(name, 0) + value
+
+    async def stats_read(self, since_hour: int) -> dict[str, int]:
+        first, last = stats_window(since_hour, self._clock.now())
+        totals: dict[str, int] = {}
+        for hour, bucket in self._stats.items():
+            if first <= hour <= last:
+                for name, value in bucket.items():
+                    totals[name] = totals.get(name, 0) + value
+        return totals
+
+    async def rate_take(self, key: str, limit: int, period: float) -> RateDecision:
+        check_rate(limit, period)
+        now = self._clock.now()
+        bucket = self._buckets.get(key)
+        allowed, tokens = take_token(
+            None if bucket is None else bucket.tokens,
+            0.0 if bucket is None else bucket.updated_at,
+            now,
+            limit,
+            period,
+        )
+        decision = RateDecision.judge(allowed, tokens, limit, period)
+        self._buckets[key] = _Bucket(tokens, now, now + decision.reset)
+        if len(self._buckets) > self._buckets_sweep_above:
+            self._buckets = {k: b for k, b in self._buckets.items() if b.full_at > now}
+            self._buckets_sweep_above = max(SWEEP_FLOOR, 2 * len(self._buckets))
+        return decision
 
 
 def _purgeable(job: Job, finished_before: float) -> bool:

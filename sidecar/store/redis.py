@@ -20,6 +20,13 @@ operation touches share a hash tag, so a Redis Cluster keeps them in one slot.
     mirapi:jobs:{jobs}:active       set      IDs with work left (phase not done)
     mirapi:jobs:{jobs}:finished     zset     ID -> finished_at (phase done, for purge)
     mirapi:webhook:{jobs}:secret    string   the install's signing secret
+    mirapi:events:{events}          stream   entries {e: event}; the entry id is the
+                                             cursor (capped at EVENTS_MAX)
+    mirapi:requests:{requests}      zset     request id -> write order (the newest
+                                             REQUESTS_MAX)
+    mirapi:requests:{requests}:ID   string   the request record of ID
+    mirapi:stats:{stats}:HOUR       hash     counter name -> count, for one hour
+    mirapi:rate:{KEY}               hash     tokens, updated_at (a token bucket)
 
 Jobs are one queue in one slot (`{jobs}`), so each job call is one atomic
 script; the scripts build the job and status keys from the prefix they are
@@ -38,6 +45,16 @@ version, so a sidecar polling the version never misses a write. A missing
 version key (a new server, or a flushed one) is started from the wall
 clock in microseconds rather than 0, so a flush does not bring back a
 version a sidecar already holds, and it sees the change.
+
+Observability: events are one stream shared by every sidecar, so its
+entry ids (server time, then a sequence) order all sidecars' events and
+serve as cursors; one script appends a batch and trims the stream. Request
+records are strings under one tag with a zset index that one script keeps
+at REQUESTS_MAX (deleting the records it drops); each also has a long
+expiry, a safety net for an install that stops writing. Stats are a hash
+per hour bucket (HINCRBY in one MULTI, expiring after STATS_KEEP_HOURS),
+read with one pipeline of HGETALL over the hours of `stats_window`. A rate
+bucket is one script on one hash; it expires once it would be full again.
 
 A key (or host) that is empty, long, not printable ASCII, holds a brace or
 starts with `sha256:` is replaced by `sha256:` + its hex digest, so the tag is
@@ -58,8 +75,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -81,16 +99,24 @@ from sidecar.errors import StoreUnavailable
 from sidecar.jobs.model import Job, decode_job, encode_job
 from sidecar.store import redis_scripts as scripts
 from sidecar.store.base import (
+    EVENTS_MAX,
+    RATE_EPSILON,
     RECORD_KINDS,
+    REQUESTS_MAX,
+    STATS_KEEP_HOURS,
     Admission,
     BreakerState,
     BreakerStatus,
     Claim,
     ClaimOutcome,
+    RateDecision,
     StoredResponse,
     StoreHealth,
     WaitOutcome,
     WaitResult,
+    check_counts,
+    check_rate,
+    stats_window,
 )
 
 T = TypeVar("T")
@@ -110,6 +136,12 @@ MAX_PLAIN_KEY = 200
 JOBS_TAG = "{jobs}"
 #: Finished jobs removed per purge script call (bounds the time Redis is busy).
 PURGE_BATCH = 500
+#: Events or request records sent per script call (bounds one call's size).
+WRITE_BATCH = 500
+#: The safety-net expiry of request records and their index.
+REQUEST_TTL = 7 * 24 * 3600.0
+#: A stream entry id: milliseconds, a dash, a sequence number.
+_STREAM_ID = re.compile(r"[0-9]+-[0-9]+", re.ASCII)
 
 
 def hash_tag(key: str) -> str:
@@ -184,6 +216,18 @@ def _stored_job(data: bytes | str, owner: bytes | str, due_at: bytes | str) -> J
     )
 
 
+def _stream_events(
+    entries: list[tuple[bytes | str | None, dict[bytes | str, bytes | str] | None]] | None,
+) -> list[tuple[str, bytes]]:
+    """(cursor, data) of stream entries as XRANGE replies them (an entry without data: skipped)."""
+    events: list[tuple[str, bytes]] = []
+    for entry_id, fields in entries or ():
+        data = None if fields is None else fields.get(b"e")
+        if entry_id is not None and data is not None:
+            events.append((_text(entry_id), _bytes(data)))
+    return events
+
+
 def _number(raw: bytes | str | int | float) -> float:
     return float(raw.decode() if isinstance(raw, bytes) else raw)
 
@@ -250,6 +294,13 @@ class RedisStore:
             f"{self._jobs_prefix}{name}" for name in ("due", "created", "active", "finished")
         ]
         self._secret_key = f"{self._prefix}webhook:{JOBS_TAG}:secret"
+        self._events_add = client.register_script(scripts.EVENTS_ADD)
+        self._requests_put = client.register_script(scripts.REQUESTS_PUT)
+        self._rate_take = client.register_script(scripts.RATE_TAKE)
+        self._events_key = f"{self._prefix}events:{{events}}"
+        self._requests_index = f"{self._prefix}requests:{{requests}}"
+        self._requests_prefix = f"{self._requests_index}:"
+        self._stats_prefix = f"{self._prefix}stats:{{stats}}:"
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -515,6 +566,80 @@ class RedisStore:
             )
         )
         return bool(int(written))
+
+    # -- observability ---------------------------------------------------------
+
+    async def events_add(self, items: Sequence[bytes]) -> None:
+        for start in range(0, len(items), WRITE_BATCH):
+            chunk = items[start : start + WRITE_BATCH]
+            await self._call(self._events_add(keys=[self._events_key], args=[EVENTS_MAX, *chunk]))
+
+    async def events_read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        if after is not None and not _STREAM_ID.fullmatch(after):
+            raise ValueError("not an event cursor of this store")
+        if limit <= 0:
+            return []
+        if after is None:
+            newest = await self._call(self._client.xrevrange(self._events_key, count=limit))
+            return _stream_events(newest)[::-1]
+        # "(" makes the start exclusive: the events after the cursor's.
+        later = await self._call(
+            self._client.xrange(self._events_key, min=f"({after}", count=limit)
+        )
+        return _stream_events(later)
+
+    async def requests_put(self, items: Sequence[tuple[str, bytes]]) -> None:
+        head: list[str | bytes | int] = [self._requests_prefix, REQUESTS_MAX, millis(REQUEST_TTL)]
+        for start in range(0, len(items), WRITE_BATCH):
+            flat = list(head)
+            for request_id, data in items[start : start + WRITE_BATCH]:
+                flat += (request_id, data)
+            await self._call(self._requests_put(keys=[self._requests_index], args=flat))
+
+    async def request_get(self, request_id: str) -> bytes | None:
+        data = await self._call(self._client.get(self._requests_prefix + request_id))
+        return None if data is None else _bytes(data)
+
+    async def stats_add(self, hour: int, counts: Mapping[str, int]) -> None:
+        kept = check_counts(counts)
+        if not kept:
+            return
+        key = f"{self._stats_prefix}{hour}"
+        # MULTI: the counters of one flush land together or not at all.
+        pipe = self._client.pipeline(transaction=True)
+        for name, value in kept.items():
+            pipe.hincrby(key, name, value)
+        pipe.expire(key, (STATS_KEEP_HOURS + 1) * 3600)
+        await self._call(pipe.execute())
+
+    async def stats_read(self, since_hour: int) -> dict[str, int]:
+        first, last = stats_window(since_hour, self._clock.now())
+        pipe = self._client.pipeline(transaction=False)
+        for hour in range(first, last + 1):
+            pipe.hgetall(f"{self._stats_prefix}{hour}")
+        buckets = await self._call(pipe.execute())
+        totals: dict[str, int] = {}
+        for bucket in buckets:
+            for name, value in bucket.items():
+                counter = _text(name)
+                totals[counter] = totals.get(counter, 0) + int(value)
+        return totals
+
+    async def rate_take(self, key: str, limit: int, period: float) -> RateDecision:
+        check_rate(limit, period)
+        allowed, tokens = await self._call(
+            self._rate_take(
+                keys=[self._key("rate", key)],
+                args=[
+                    repr(self._clock.now()),
+                    limit,
+                    repr(float(period)),
+                    repr(RATE_EPSILON),
+                    millis(period + GC_GRACE),
+                ],
+            )
+        )
+        return RateDecision.judge(bool(int(allowed)), _number(tokens), limit, period)
 
     # -- plumbing ------------------------------------------------------------
 

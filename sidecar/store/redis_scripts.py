@@ -19,6 +19,10 @@ The key layout (names under the namespace, `mirapi:` by default; see
     JOB_RENEW, JOB_LIST,          (in KEYS); jobs:{jobs}:job:ID and
     JOB_GET, JOB_PURGE            jobs:{jobs}:status:S (built from the prefix)
     WEBHOOK_SECRET                webhook:{jobs}:secret
+    EVENTS_ADD                    events:{events}
+    REQUESTS_PUT                  requests:{requests} (in KEYS) and
+                                  requests:{requests}:ID (built from the prefix)
+    RATE_TAKE                     rate:{KEY}
 
 Each script's own KEYS and ARGV are in the comment above it.
 """
@@ -274,4 +278,73 @@ local secret = redis.call('GET', KEYS[1])
 if secret then return secret end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
+"""
+
+# -- observability: mirapi:events:{events}, mirapi:requests:{requests}, mirapi:rate:{KEY}
+
+# KEYS: the event stream. ARGV: the most entries kept, then each event's data.
+# Approximate trimming on each XADD keeps a big batch bounded cheaply; the
+# exact trim at the end keeps the log at exactly its bound (removing the few
+# oldest entries of one stream node: cheap, once a batch).
+EVENTS_ADD = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+end
+redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
+return #ARGV - 1
+"""
+
+# KEYS: the index (zset: request id -> write order). ARGV: the record key
+# prefix, the most records kept, the expiry (ms), then id, data for each record.
+# A record's order is one past the highest in the index, so a replaced record
+# becomes the newest and the order needs no counter of its own; the records
+# past the bound are deleted with their index entries. The expiry is only a
+# safety net for an install that stops writing.
+REQUESTS_PUT = """
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+local order = 0
+if top[2] then order = tonumber(top[2]) end
+for i = 4, #ARGV, 2 do
+  order = order + 1
+  redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 1], 'PX', ARGV[3])
+  redis.call('ZADD', KEYS[1], order, ARGV[i])
+end
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if extra > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    redis.call('DEL', ARGV[1] .. id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: the bucket (hash: tokens, updated_at). ARGV: now, limit, period,
+# epsilon, expiry (ms: past the time a drained bucket is full again).
+# {allowed (1/0), tokens left}. The steps of `base.take_token`, in the same
+# order and in the same doubles, so Redis and memory decide alike; the
+# tokens go out and come back as '%.17g' strings (exact), never as a Lua
+# number in a reply (which Redis would truncate to an integer).
+RATE_TAKE = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'updated_at')
+local level
+if b[1] then
+  local elapsed = now - tonumber(b[2])
+  if elapsed < 0 then elapsed = 0 end
+  level = math.min(limit, tonumber(b[1]) + elapsed * (limit / tonumber(ARGV[3])))
+else
+  level = limit
+end
+local allowed = 0
+if level >= 1.0 - tonumber(ARGV[4]) then
+  allowed = 1
+  level = math.max(0, level - 1.0)
+end
+local tokens = string.format('%.17g', level)
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'updated_at', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {allowed, tokens}
 """

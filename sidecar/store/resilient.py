@@ -32,13 +32,23 @@ an accepted job must survive this process, so it is accepted only into
 Redis. While degraded every job call (queue depth too) raises
 StoreUnavailable at once: the client gets a 503 and knows nothing was
 accepted, and workers simply find nothing to claim until Redis is back.
+
+Observability is split. Its writes (events, request records, stats) come
+from a background flusher and must never fail: while degraded they go to
+the local store, best effort (they stay there, bounded, and are not copied
+to Redis on recovery: the shared log misses the outage's events). Its reads
+are for commands (`events tail`, `replay`, `stats`), which must show the
+shared state or say they cannot: they go to Redis only and raise
+StoreUnavailable while degraded. The rate limit is on the request path, so
+it falls back to a local bucket: each sidecar limits alone during an outage
+(a client may get up to one limit per sidecar), and proxying goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from sidecar.clock import Clock
@@ -48,6 +58,7 @@ from sidecar.store.base import (
     BreakerStatus,
     Claim,
     ClaimOutcome,
+    RateDecision,
     Store,
     StoredResponse,
     StoreHealth,
@@ -274,6 +285,29 @@ class ResilientStore:
 
     async def webhook_secret(self, new: str) -> str:
         return await self._shared(lambda: self._primary.webhook_secret(new))
+
+    # -- observability: writes and the rate limit fall back, reads do not -------
+
+    async def events_add(self, items: Sequence[bytes]) -> None:
+        await self._either(lambda store: store.events_add(items))
+
+    async def events_read(self, after: str | None, limit: int) -> list[tuple[str, bytes]]:
+        return await self._shared(lambda: self._primary.events_read(after, limit))
+
+    async def requests_put(self, items: Sequence[tuple[str, bytes]]) -> None:
+        await self._either(lambda store: store.requests_put(items))
+
+    async def request_get(self, request_id: str) -> bytes | None:
+        return await self._shared(lambda: self._primary.request_get(request_id))
+
+    async def stats_add(self, hour: int, counts: Mapping[str, int]) -> None:
+        await self._either(lambda store: store.stats_add(hour, counts))
+
+    async def stats_read(self, since_hour: int) -> dict[str, int]:
+        return await self._shared(lambda: self._primary.stats_read(since_hour))
+
+    async def rate_take(self, key: str, limit: int, period: float) -> RateDecision:
+        return await self._either(lambda store: store.rate_take(key, limit, period))
 
     # -- switching -----------------------------------------------------------
 

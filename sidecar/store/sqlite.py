@@ -5,7 +5,7 @@ embedded store's writer thread (an sqlite3 connection belongs to the thread
 that made it). Besides retrying a busy file at open, sqlite3 errors leave
 it as they are: the store turns them into StoreUnavailable.
 
-Tables (room left for later ones: events):
+Tables:
 
     cache        key, expires_at, entry (StoredResponse.encode())
     idempotency  key, fingerprint, keep_until, response
@@ -16,6 +16,17 @@ Tables (room left for later ones: events):
                                    that kind; 'webhook_secret': created once)
     jobs         id, due_at, status, created_at, finished_at, done, owner,
                  data (sidecar.jobs.model.encode_job())
+    events       id (AUTOINCREMENT: the cursor, never reused), data
+    requests     seq (AUTOINCREMENT: write order), id (the request id, unique),
+                 data
+    stats        hour, name, value (one counter of one hour bucket)
+
+The three observability tables are bounded in the transaction that writes
+them: events and requests keep their newest EVENTS_MAX / REQUESTS_MAX rows,
+stats drops buckets older than STATS_KEEP_HOURS. Events are only ever
+appended, so their ids are consecutive and the trim is one index lookup
+(`id <= MAX(id) - N`); a replaced request record leaves a gap in `seq`, so
+that trim finds the N-th newest row instead (REQUESTS_MAX steps of the index).
 
 A job row's columns are the truth for `due_at` and `owner` (a claim changes
 only them); the other columns are copies of fields of `data`, written with
@@ -34,14 +45,21 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from sidecar.errors import StoreUnavailable
 from sidecar.jobs.model import Job, decode_job, encode_job
-from sidecar.store.base import BreakerState, BreakerStatus, StoredResponse
+from sidecar.store.base import (
+    EVENTS_MAX,
+    REQUESTS_MAX,
+    STATS_KEEP_HOURS,
+    BreakerState,
+    BreakerStatus,
+    StoredResponse,
+)
 from sidecar.store.memory import IdempotencyRecord
 from sidecar.store.write_behind import Batch
 
@@ -107,6 +125,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT OR IGNORE INTO records (kind, name, data) SELECT 'routes', name, data FROM routes",
         "DROP TABLE IF EXISTS routes",
+    ),
+    # 4 -> 5: observability: the event log, request records for replay, hourly stats.
+    (
+        """CREATE TABLE IF NOT EXISTS events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            data BLOB NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS requests (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            data BLOB NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS stats (
+            hour INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value INTEGER NOT NULL,
+            PRIMARY KEY (hour, name)
+        ) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -358,6 +394,64 @@ class Database:
                 "SELECT value FROM meta WHERE key = 'webhook_secret'"
             ).fetchone()
         return str(secret)
+
+    # -- observability: each call its own transaction, not fsynced -------------
+    # Batches from a background flusher: losing the last one to a power cut
+    # is acceptable (synchronous=NORMAL in WAL still never corrupts the file).
+
+    def events_add(self, items: Sequence[bytes]) -> None:
+        with self._write_transaction(fsync=False) as conn:
+            conn.executemany("INSERT INTO events (data) VALUES (?)", [(data,) for data in items])
+            conn.execute(
+                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (EVENTS_MAX,)
+            )
+
+    def events_read(self, after: int | None, limit: int) -> list[tuple[str, bytes]]:
+        conn = self._connection()
+        if after is None:
+            rows = conn.execute(
+                "SELECT id, data FROM events ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+            rows.reverse()
+        else:
+            rows = conn.execute(
+                "SELECT id, data FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            ).fetchall()
+        return [(str(number), bytes(data)) for number, data in rows]
+
+    def requests_put(self, items: Sequence[tuple[str, bytes]]) -> None:
+        with self._write_transaction(fsync=False) as conn:
+            # REPLACE deletes the row with the same id: the new one gets a new, higher seq.
+            conn.executemany("INSERT OR REPLACE INTO requests (id, data) VALUES (?, ?)", items)
+            conn.execute(
+                "DELETE FROM requests WHERE seq <="
+                " (SELECT seq FROM requests ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (REQUESTS_MAX,),
+            )
+
+    def request_get(self, request_id: str) -> bytes | None:
+        row = (
+            self._connection()
+            .execute("SELECT data FROM requests WHERE id = ?", (request_id,))
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def stats_add(self, hour: int, counts: dict[str, int], current_hour: int) -> None:
+        with self._write_transaction(fsync=False) as conn:
+            conn.executemany(
+                "INSERT INTO stats (hour, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (hour, name) DO UPDATE SET value = value + excluded.value",
+                [(hour, name, value) for name, value in counts.items()],
+            )
+            conn.execute("DELETE FROM stats WHERE hour < ?", (current_hour - STATS_KEEP_HOURS,))
+
+    def stats_read(self, first_hour: int, last_hour: int) -> dict[str, int]:
+        rows = self._connection().execute(
+            "SELECT name, SUM(value) FROM stats WHERE hour BETWEEN ? AND ? GROUP BY name",
+            (first_hour, last_hour),
+        )
+        return {str(name): int(total) for name, total in rows}
 
     @contextlib.contextmanager
     def _write_transaction(self, fsync: bool) -> Iterator[sqlite3.Connection]:

@@ -131,6 +131,7 @@ async def test_add_list_show_and_rm(tmp_path: Path) -> None:
         "secret": "stripe",
         "pci_guard": True,
         "race_writes": False,
+        "rate_limit": None,
     }
     assert human.code == 0
     assert "payments" in human.out and "https://llm-backup.example/v1" in human.out

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from sidecar.errors import StoreUnavailable
-from sidecar.store.base import BreakerState, ClaimOutcome, StoredResponse
+from sidecar.store.base import (
+    EVENTS_MAX,
+    REQUESTS_MAX,
+    STATS_KEEP_HOURS,
+    BreakerState,
+    ClaimOutcome,
+    StoredResponse,
+)
 from sidecar.store.embedded import EmbeddedStore
 from sidecar.store.sqlite import SCHEMA_VERSION
 from tests.support.clock import FakeClock
@@ -496,3 +503,149 @@ def test_many_processes_may_create_one_new_file_at_once(tmp_path: Path) -> None:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             for future in [pool.submit(open_and_close) for _ in range(8)]:
                 future.result(timeout=30)
+
+
+# -- observability: events, request records, stats, rate limits -----------------------
+
+
+def count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        (rows_in,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+    return int(rows_in)
+
+
+async def test_another_store_on_the_file_sees_events_records_and_stats(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    hour = int(fake.t // 3600)
+    # The write-behind never runs here (NEVER): these writes do not wait for it.
+    await store.events_add([b"e1", b"e2"])
+    await store.requests_put([("req-1", b"record")])
+    await store.stats_add(hour, {"requests": 3})
+    # As `mirapi events tail`, `replay` or `stats` would, from another process.
+    cli = await reopened(path, fake)
+    try:
+        seen = await cli.events_read(None, 10)
+        assert [data for _, data in seen] == [b"e1", b"e2"]
+        assert await cli.request_get("req-1") == b"record"
+        assert await cli.stats_read(hour) == {"requests": 3}
+
+        # And it follows what the sidecar writes next.
+        await store.events_add([b"e3"])
+        assert [data for _, data in await cli.events_read(seen[-1][0], 10)] == [b"e3"]
+    finally:
+        await cli.close()
+
+
+async def test_observability_writes_are_committed_when_they_return(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    await store.events_add([b"e%d" % i for i in range(EVENTS_MAX + 3)])
+    await store.requests_put([(f"r{i}", b"x") for i in range(REQUESTS_MAX + 2)])
+    await store.stats_add(int(fake.t // 3600), {"requests": 1, "rescued:retry": 1})
+
+    # Trimmed in the same transaction: the file holds only the bound.
+    assert count(path, "events") == EVENTS_MAX
+    assert count(path, "requests") == REQUESTS_MAX
+    assert count(path, "stats") == 2
+
+
+async def test_event_cursors_keep_rising_across_a_restart(path: Path, fake: FakeClock) -> None:
+    store = await reopened(path, fake)
+    await store.events_add([b"before"])
+    [(cursor, _)] = await store.events_read(None, 1)
+    await store.close()
+    again = await reopened(path, fake)
+    try:
+        await again.events_add([b"after"])
+        later = await again.events_read(cursor, 10)
+        assert [data for _, data in later] == [b"after"]
+        assert int(later[0][0]) > int(cursor)
+    finally:
+        await again.close()
+
+
+async def test_a_file_at_schema_4_gains_the_observability_tables(
+    path: Path, fake: FakeClock
+) -> None:
+    store = await reopened(path, fake)
+    await store.record_put("routes", "payments", b"route", replace=False)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        for table in ("events", "requests", "stats"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 4")
+
+    again = await reopened(path, fake)
+    try:
+        await again.events_add([b"e1"])
+        await again.requests_put([("req-1", b"record")])
+        assert [data for _, data in await again.events_read(None, 5)] == [b"e1"]
+        assert await again.request_get("req-1") == b"record"
+        assert (await again.records_load("routes"))[1] == {"payments": b"route"}
+    finally:
+        await again.close()
+    assert user_version(path) == SCHEMA_VERSION
+
+
+async def test_a_failing_event_write_raises_without_the_path(
+    store: EmbeddedStore, path: Path
+) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE events RENAME TO events_away")
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.events_add([b"e1"])
+    assert str(path.parent) not in caught.value.message
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE events_away RENAME TO events")
+    await store.events_add([b"e2"])
+    assert [data for _, data in await store.events_read(None, 5)] == [b"e2"]
+
+
+async def test_stats_past_the_keep_are_deleted_from_the_file(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    fake.t = 1_700_000_000.0
+    hour = int(fake.t // 3600)
+    await store.stats_add(hour, {"requests": 1})
+    await store.stats_add(hour + 1, {"requests": 1})
+    assert count(path, "stats") == 2
+
+    fake.advance((STATS_KEEP_HOURS + 1) * 3600)  # `hour` is now past the keep, `hour + 1` not
+    await store.stats_add(hour + STATS_KEEP_HOURS + 1, {"requests": 1})
+    assert count(path, "stats") == 2
+    assert await store.stats_read(0) == {"requests": 2}
+
+
+async def test_rate_buckets_stay_in_this_process(
+    store: EmbeddedStore, path: Path, fake: FakeClock
+) -> None:
+    assert (await store.rate_take("client-a", 1, 60.0)).allowed
+    assert not (await store.rate_take("client-a", 1, 60.0)).allowed
+    # One sidecar per data dir: a command opening the file has buckets of its own.
+    cli = await reopened(path, fake)
+    try:
+        assert (await cli.rate_take("client-a", 1, 60.0)).allowed
+    finally:
+        await cli.close()
+    assert "rate" not in " ".join(stored_tables(path))
+
+
+def stored_tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [name for (name,) in conn.execute("SELECT name FROM sqlite_master")]
+
+
+async def test_without_a_path_observability_lives_in_memory(
+    fake: FakeClock, tmp_path: Path
+) -> None:
+    store = EmbeddedStore(None, fake.clock())
+    await store.open()
+    await store.events_add([b"e1"])
+    await store.requests_put([("req-1", b"record")])
+    await store.stats_add(int(fake.t // 3600), {"requests": 2})
+    assert [data for _, data in await store.events_read(None, 5)] == [b"e1"]
+    assert await store.request_get("req-1") == b"record"
+    assert await store.stats_read(0) == {"requests": 2}
+    await store.close()
+    assert files_in(tmp_path) == []

@@ -17,12 +17,15 @@ from redis.crc import key_slot
 
 from sidecar.errors import StoreUnavailable
 from sidecar.store.base import (
+    EVENTS_MAX,
+    REQUESTS_MAX,
+    STATS_KEEP_HOURS,
     BreakerState,
     ClaimOutcome,
     StoredResponse,
     WaitOutcome,
 )
-from sidecar.store.redis import GC_GRACE, RESULT_TTL, RedisStore
+from sidecar.store.redis import GC_GRACE, REQUEST_TTL, RESULT_TTL, RedisStore
 from tests.support.clock import FakeClock
 from tests.support.redis import RedisServer
 
@@ -330,5 +333,132 @@ async def test_a_route_write_to_an_unreachable_server_raises(
             await gone.record_put("routes", "payments", b"route", replace=False)
         with pytest.raises(StoreUnavailable):
             await gone.records_version("routes")
+    finally:
+        await gone.close()
+
+
+# -- observability: events, request records, stats, rate limits -----------------------
+
+
+async def test_observability_keys_and_their_expiry(
+    store: RedisStore, raw: aioredis.Redis, fake: FakeClock
+) -> None:
+    hour = int(fake.t // 3600)
+    await store.events_add([b"e1"])
+    await store.requests_put([("req-1", b"record")])
+    await store.stats_add(hour, {"requests": 1})
+    await store.rate_take("client-a", 10, 60.0)
+
+    assert await keys(raw) == {
+        "mirapi:events:{events}",
+        "mirapi:requests:{requests}",
+        "mirapi:requests:{requests}:req-1",
+        f"mirapi:stats:{{stats}}:{hour}",
+        "mirapi:rate:{client-a}",
+    }
+    assert await raw.ttl("mirapi:events:{events}") == -1  # bounded by length instead
+    week = int(REQUEST_TTL)
+    assert week - 5 <= await raw.ttl("mirapi:requests:{requests}:req-1") <= week
+    assert week - 5 <= await raw.ttl("mirapi:requests:{requests}") <= week
+    keep = (STATS_KEEP_HOURS + 1) * 3600
+    assert keep - 5 <= await raw.ttl(f"mirapi:stats:{{stats}}:{hour}") <= keep
+    # A bucket is gone once it would be full again anyway (60 s), plus the grace.
+    assert 60_000 <= await raw.pttl("mirapi:rate:{client-a}") <= (60 + GC_GRACE) * 1000
+    assert key_slot(b"mirapi:requests:{requests}") == key_slot(b"mirapi:requests:{requests}:x")
+
+
+async def test_the_stream_is_trimmed_to_exactly_events_max(
+    store: RedisStore, raw: aioredis.Redis
+) -> None:
+    await store.events_add([b"%d" % i for i in range(EVENTS_MAX + 7)])
+
+    assert await raw.xlen("mirapi:events:{events}") == EVENTS_MAX
+    assert await raw.zcard("mirapi:requests:{requests}") == 0
+
+
+async def test_trimmed_request_records_are_deleted(store: RedisStore, raw: aioredis.Redis) -> None:
+    await store.requests_put([(f"r{i}", b"x") for i in range(REQUESTS_MAX + 3)])
+
+    assert await raw.zcard("mirapi:requests:{requests}") == REQUESTS_MAX
+    assert len(await keys(raw)) == REQUESTS_MAX + 1  # the records and their index
+    assert not await raw.exists("mirapi:requests:{requests}:r2")
+
+
+async def test_two_sidecars_on_one_server_share_the_event_log(
+    store: RedisStore, redis_url: str, fake: FakeClock
+) -> None:
+    other = RedisStore(redis_url, fake.clock())
+    try:
+        await store.events_add([b"from-a"])
+        await other.events_add([b"from-b"])
+        [(first, _), (second, data)] = await other.events_read(None, 10)
+        assert data == b"from-b"
+
+        # A cursor read from one sidecar follows the log on the other.
+        await store.events_add([b"from-a-again"])
+        assert [d for _, d in await store.events_read(first, 10)] == [b"from-b", b"from-a-again"]
+        assert [d for _, d in await other.events_read(second, 10)] == [b"from-a-again"]
+    finally:
+        await other.close()
+
+
+async def test_two_sidecars_on_one_server_share_records_and_stats(
+    store: RedisStore, redis_url: str, fake: FakeClock
+) -> None:
+    other = RedisStore(redis_url, fake.clock())
+    hour = int(fake.t // 3600)
+    try:
+        await store.requests_put([("req-1", b"from-a")])
+        await store.stats_add(hour, {"requests": 2, "capital:usd": 2000})
+        await other.stats_add(hour, {"requests": 1, "capital:usd": 500})
+
+        assert await other.request_get("req-1") == b"from-a"
+        assert await store.stats_read(hour) == {"requests": 3, "capital:usd": 2500}
+    finally:
+        await other.close()
+
+
+async def test_two_sidecars_on_one_server_share_rate_buckets(
+    store: RedisStore, redis_url: str, fake: FakeClock
+) -> None:
+    other = RedisStore(redis_url, fake.clock())
+    try:
+        assert (await store.rate_take("client-a", 2, 60.0)).remaining == 1
+        assert (await other.rate_take("client-a", 2, 60.0)).remaining == 0
+        refused = await store.rate_take("client-a", 2, 60.0)
+        assert not refused.allowed
+        assert refused.retry_after == pytest.approx(30.0)
+    finally:
+        await other.close()
+
+
+async def test_a_bad_cursor_is_refused_before_reaching_redis(
+    fake: FakeClock, tmp_path: Path
+) -> None:
+    gone = RedisStore(f"unix://{tmp_path}/none.sock", fake.clock())
+    try:
+        for cursor in ("12", "1-2-3", "(1-0", "1-x", "\uff11-0"):  # a fullwidth digit too
+            with pytest.raises(ValueError, match="cursor"):
+                await gone.events_read(cursor, 10)
+    finally:
+        await gone.close()
+
+
+async def test_observability_on_an_unreachable_server_raises(
+    fake: FakeClock, tmp_path: Path
+) -> None:
+    gone = RedisStore(f"unix://{tmp_path}/none.sock", fake.clock())
+    try:
+        for call in (
+            gone.events_add([b"e1"]),
+            gone.events_read(None, 10),
+            gone.requests_put([("req-1", b"x")]),
+            gone.request_get("req-1"),
+            gone.stats_add(1, {"requests": 1}),
+            gone.stats_read(0),
+            gone.rate_take("client-a", 1, 1.0),
+        ):
+            with pytest.raises(StoreUnavailable):
+                await call
     finally:
         await gone.close()

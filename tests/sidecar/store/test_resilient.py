@@ -308,3 +308,64 @@ async def test_a_store_that_starts_degraded_refuses_route_writes_at_once(
         assert primary.route_puts == 0  # no connect attempt: the answer is known
     finally:
         await store.close()
+
+
+# -- observability: writes and rate limits fall back, reads do not ----------------------
+
+
+async def test_observability_goes_to_redis_while_it_answers(
+    store: ResilientStore, direct: RedisStore, fake: FakeClock
+) -> None:
+    hour = int(fake.t // 3600)
+    await store.events_add([b"e1"])
+    await store.requests_put([("req-1", b"record")])
+    await store.stats_add(hour, {"requests": 1})
+    assert (await store.rate_take("client-a", 1, 60.0)).allowed
+
+    assert [data for _, data in await direct.events_read(None, 5)] == [b"e1"]
+    assert await direct.request_get("req-1") == b"record"
+    assert await direct.stats_read(hour) == {"requests": 1}
+    assert not (await direct.rate_take("client-a", 1, 60.0)).allowed  # one shared bucket
+    assert [data for _, data in await store.events_read(None, 5)] == [b"e1"]
+
+
+async def test_while_degraded_observability_writes_stay_local_and_reads_raise(
+    server: RedisServer, redis_url: str, direct: RedisStore, fake: FakeClock
+) -> None:
+    local = MemoryStore(fake.clock(), 1 << 20)
+    store = ResilientStore(
+        RedisStore(redis_url, fake.clock()), local, fake.clock(), retry_interval=RETRY
+    )
+    hour = int(fake.t // 3600)
+    await store.open()
+    try:
+        await store.events_add([b"before"])
+        server.stop()
+
+        # The flusher's writes never raise: the first finds Redis gone, the rest stay local.
+        await store.events_add([b"during"])
+        assert not store.health().ok
+        await store.requests_put([("req-1", b"record")])
+        await store.stats_add(hour, {"requests": 1})
+        assert [data for _, data in await local.events_read(None, 5)] == [b"during"]
+        assert await local.request_get("req-1") == b"record"
+        assert await local.stats_read(hour) == {"requests": 1}
+
+        # Commands are told the shared state is unavailable, never shown the local part.
+        for call in (store.events_read(None, 5), store.request_get("req-1"), store.stats_read(0)):
+            with pytest.raises(StoreUnavailable) as caught:
+                await call
+            assert caught.value.message.startswith("redis unreachable: ")
+
+        # The rate limit goes on with a local bucket.
+        assert (await store.rate_take("client-a", 1, 60.0)).allowed
+        refused = await store.rate_take("client-a", 1, 60.0)
+        assert not refused.allowed and refused.retry_after == pytest.approx(60.0)
+
+        server.start()  # an empty server: the test one keeps nothing on disk
+        await until_healthy(store)
+        await store.events_add([b"after"])
+        assert [data for _, data in await store.events_read(None, 5)] == [b"after"]
+        assert (await store.rate_take("client-a", 1, 60.0)).allowed  # Redis's bucket again
+    finally:
+        await store.close()
