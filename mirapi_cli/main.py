@@ -19,11 +19,13 @@ from typing import Annotated, NoReturn
 import typer
 
 from mirapi_cli.commands.curl import curl
+from mirapi_cli.commands.events import app as events_app
 from mirapi_cli.commands.jobs import app as jobs_app
 from mirapi_cli.commands.keys import app as keys_app
 from mirapi_cli.commands.routes import app as routes_app
 from mirapi_cli.commands.secrets import app as secrets_app
 from mirapi_cli.commands.sidecar import app as sidecar_app
+from mirapi_cli.commands.stats import stats
 from mirapi_cli.commands.webhooks import app as webhooks_app
 from mirapi_cli.errors import guard, reporter
 from sidecar import __version__
@@ -42,7 +44,9 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(events_app, name="events")
 app.command("curl")(curl)
+app.command("stats")(stats)
 
 
 def _print_version(value: bool) -> None:

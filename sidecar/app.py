@@ -27,11 +27,13 @@ from sidecar.errors import (
     error_body,
     error_headers,
 )
+from sidecar.events import JOB, Event, EventLog
 from sidecar.exchange import Exchange, Response, new_request_id
 from sidecar.gate import LOCAL_CLIENT, Gate
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
 from sidecar.logging import AccessLog
+from sidecar.metrics import Metrics
 from sidecar.observe import Observer, Outcome
 from sidecar.pipeline import build_chain, build_job_chain
 from sidecar.policy import parse_policy
@@ -42,6 +44,7 @@ from sidecar.secrets import Secret
 from sidecar.stages.async_jobs import AsyncJobs
 from sidecar.stages.inject_secrets import InjectSecrets
 from sidecar.stages.rate_limit import RateLimit
+from sidecar.stats import StatsCounter
 from sidecar.store import store_for
 from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
@@ -119,6 +122,8 @@ class Sidecar:
         )
         self.client = client or UpstreamClient(self.egress)
         self.store = store or store_for(settings, clock)
+        # Written in the background; stages, workers and outcomes feed it.
+        self.events = EventLog(self.store)
         # Filled from the store at start-up, then kept fresh by polling it.
         self.routes = RouteTable(self.store)
         self.keys: RecordTable[ClientKey] = RecordTable(
@@ -140,6 +145,7 @@ class Sidecar:
             routes=self.routes,
             budget=budget,
             secrets=inject,
+            events=self.events,
         )
         self.callbacks = CallbackSender(self.store, self.client, clock)
         self.jobs = JobWorkers(
@@ -151,6 +157,7 @@ class Sidecar:
             lease=settings.job_lease,
             default_timeout=settings.timeout,
             max_body=settings.max_body,
+            events=self.events,
         )
         self.chain = build_chain(
             self.client,
@@ -163,12 +170,19 @@ class Sidecar:
             budget=budget,
             secrets=inject,
             rate_limit=RateLimit(self.store, settings.rate_limit),
+            events=self.events,
         )
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)
         self.access_log = AccessLog(None)
+        self.metrics = Metrics(queue_depth=self.job_depth)
+        self.events.listen(self._count_job)
         #: Told of every proxied request's outcome: events, records, stats, metrics.
-        self.observers: list[Observer] = []
+        self.observers: list[Observer] = [
+            self.events,
+            StatsCounter(self.store, clock),
+            self.metrics,
+        ]
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         kind = scope["type"]
@@ -218,6 +232,10 @@ class Sidecar:
                 await self.control.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _count_job(self, event: Event) -> None:
+        if event.kind == JOB and event.reason is not None:
+            self.metrics.job_finished(event.reason)
 
     def _refuse_exposed_without_keys(self) -> None:
         """SPEC §2.1: with no client key, the sidecar listens on loopback only."""

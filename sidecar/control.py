@@ -9,13 +9,14 @@ from quart import Quart, Response
 from sidecar.errors import MirApiError, NotFound, error_body, error_headers
 from sidecar.exchange import new_request_id
 from sidecar.jobs.model import public_view
+from sidecar.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
 
 
 def make_control_app(sidecar: Sidecar) -> Quart:
-    """A Quart app for health and (later) jobs, metrics and more."""
+    """A Quart app for health, jobs, metrics and more."""
     app = Quart("mirapi")
 
     @app.get("/_mirapi/healthz")
@@ -37,6 +38,12 @@ def make_control_app(sidecar: Sidecar) -> Quart:
         if ready:
             return body, 200, {}
         return body, 503, {"Retry-After": "1"}
+
+    @app.get("/_mirapi/metrics")
+    async def metrics() -> Response:
+        # Prometheus' classic text format (sidecar/metrics.py); never a path
+        # or a body in it, and behind the client key like every non-probe.
+        return Response(await sidecar.metrics.render(), content_type=CONTENT_TYPE)
 
     @app.get("/_mirapi/jobs/<job_id>")
     async def job_status(job_id: str) -> dict[str, Any] | Response:

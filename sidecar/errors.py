@@ -47,12 +47,15 @@ class MirApiError(Exception):
         *,
         code: str | None = None,
         retry_after: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        #: Sent with the error answer (lower-case names), e.g. RateLimit-* on a 429.
+        self.headers = headers
         # 429 and 503 always tell the client when to come back (SPEC §2.9).
         if self.retry_after is None and self.status in (429, 503):
             self.retry_after = 1
@@ -195,6 +198,7 @@ def error_headers(error: MirApiError, request_id: str) -> list[tuple[str, str]]:
     ]
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
+    headers.extend(error.headers)
     return headers
 
 

@@ -85,7 +85,7 @@ class BatchWriter(Generic[T]):
         self._queue: list[T] = []
         self.dropped = 0
         self._failing = False
-        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def add(self, item: T) -> None:
@@ -97,15 +97,18 @@ class BatchWriter(Generic[T]):
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name=f"mirapi-{self._name}-writer")
 
     async def stop(self) -> None:
-        """Stop the task, then write what is still queued (once)."""
+        """End the task, then write what is still queued (once).
+
+        Not a cancel: a batch being written when stop is called finishes first.
+        """
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stopping.set()
+            await task
         await self.flush()
 
     async def flush(self) -> None:
@@ -131,7 +134,9 @@ class BatchWriter(Generic[T]):
         self._failing = False
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             # Real time: a fake clock's sleep would spin.
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopping.wait()
             await self.flush()

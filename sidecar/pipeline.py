@@ -14,6 +14,7 @@ from functools import partial
 from typing import Protocol
 
 from sidecar.clock import SYSTEM_CLOCK, Clock
+from sidecar.events import EventLog
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.retry_budget import RetryBudget
 from sidecar.stages.async_jobs import NoAsyncJobs
@@ -58,6 +59,7 @@ def standard_stages(
     jobs: Stage | None = None,
     secrets: Stage | None = None,
     rate_limit: Stage | None = None,
+    events: EventLog | None = None,
 ) -> list[Stage]:
     """The stages of SPEC §2 in their fixed order; each line says why it sits there.
 
@@ -83,7 +85,12 @@ def standard_stages(
         # before resilience, which the job's workers run later.
         jobs if jobs is not None else NoAsyncJobs(),
         *resilience_stages(
-            store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget, secrets=secrets
+            store,
+            cache_entry_limit=cache_entry_limit,
+            clock=clock,
+            budget=budget,
+            secrets=secrets,
+            events=events,
         ),
     ]
 
@@ -95,6 +102,7 @@ def resilience_stages(
     clock: Clock = SYSTEM_CLOCK,
     budget: RetryBudget | None = None,
     secrets: Stage | None = None,
+    events: EventLog | None = None,
 ) -> list[Stage]:
     """The stages after Async (SPEC §2.6-2.7): what a synchronous call goes through."""
     return [
@@ -112,7 +120,7 @@ def resilience_stages(
         # Retries one target; every attempt goes through the stages below.
         Retry(clock, budget or RetryBudget()),
         # Inside the retry loop, so an opening circuit stops further retries.
-        CircuitBreaker(store, clock),
+        CircuitBreaker(store, clock, events=events),
         # Last: the upstream never sees a proxy header.
         StripHeaders(),
     ]
@@ -130,6 +138,7 @@ def build_chain(
     budget: RetryBudget | None = None,
     secrets: Stage | None = None,
     rate_limit: Stage | None = None,
+    events: EventLog | None = None,
 ) -> Next:
     """The whole pipeline, ending in one upstream attempt."""
     stages = standard_stages(
@@ -142,6 +151,7 @@ def build_chain(
         jobs=jobs,
         secrets=secrets,
         rate_limit=rate_limit,
+        events=events,
     )
     return build(stages, Forward(client))
 
@@ -156,6 +166,7 @@ def build_job_chain(
     routes: RouteLookup | None = None,
     budget: RetryBudget | None = None,
     secrets: Stage | None = None,
+    events: EventLog | None = None,
 ) -> Next:
     """What a job's run goes through: a synchronous call's chain minus idempotency and async.
 
@@ -167,7 +178,12 @@ def build_job_chain(
         Respond(max_body),
         Routing(routes),
         *resilience_stages(
-            store, cache_entry_limit=cache_entry_limit, clock=clock, budget=budget, secrets=secrets
+            store,
+            cache_entry_limit=cache_entry_limit,
+            clock=clock,
+            budget=budget,
+            secrets=secrets,
+            events=events,
         ),
     ]
     return build(stages, Forward(client))

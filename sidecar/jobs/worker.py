@@ -31,7 +31,13 @@ Timers (polling, renewal, purging) run on the event loop's own clock: they
 are about this process being alive. Due times are judged by the store with
 the injected clock, so tests move time with a FakeClock and `wake()`.
 
-Logs name job ids and statuses only, never a request's headers or body.
+Each finished job becomes a `job` event (with an EventLog) once its
+outcome is saved: succeeded or failed, with the last run's request id,
+route, host, status and the number of runs; a job found cancelled while a
+worker held it makes a `cancelled` one.
+
+Logs and events name job ids and statuses only, never a request's headers
+or body.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sidecar.clock import Clock
 from sidecar.errors import (
@@ -51,9 +58,11 @@ from sidecar.errors import (
     error_body,
     error_headers,
 )
+from sidecar.events import JOB, Event, EventLog
 from sidecar.exchange import Exchange, Next, new_request_id
-from sidecar.jobs.model import FAILED, SUCCEEDED, Job, JobOutcome, JobRequest
+from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobOutcome, JobRequest
 from sidecar.policy import parse_policy
+from sidecar.retry_budget import upstream_host
 from sidecar.stages.idempotency import IDEMPOTENT_METHODS
 from sidecar.store.base import Store
 
@@ -80,6 +89,10 @@ STOP_GRACE = 2.0
 #: An answer too big to keep is not run again: it would not shrink.
 TOO_LARGE_CODE = "response_too_large"
 TOO_LARGE_ERROR = f"{TOO_LARGE_CODE} (500)"
+
+#: A phase's result: the job as it should be saved, and the event to emit
+#: once it is (when the job finished).
+_Phased = tuple[Job, Event | None]
 
 #: Not part of the run: the run must never become a job again.
 _WEBHOOK_HEADERS = frozenset({"x-webhook-callback", "x-webhook-retry-for"})
@@ -135,6 +148,26 @@ def _error_outcome(error: MirApiError, request_id: str) -> tuple[JobOutcome, str
     return outcome, f"{error.code} ({error.status})"
 
 
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """Which request one run was, for the job's event (never its headers or body)."""
+
+    request_id: str
+    route: str | None = None
+    host: str | None = None
+    latency: float = 0.0
+
+
+def _ran(exchange: Exchange, latency: float) -> _Ran:
+    target = exchange.answered_by or exchange.target
+    return _Ran(
+        exchange.request_id,
+        exchange.route.name if exchange.route is not None else None,
+        upstream_host(target) if target else None,
+        latency,
+    )
+
+
 class JobWorkers:
     """The sidecar's pool of job workers."""
 
@@ -151,6 +184,7 @@ class JobWorkers:
         poll: float = 0.5,
         default_timeout: float = 30.0,
         max_body: int = 10 * 1024**2,
+        events: EventLog | None = None,
     ) -> None:
         self._store = store
         self._run_request = run_request
@@ -162,6 +196,7 @@ class JobWorkers:
         self._poll = poll
         self._default_timeout = default_timeout
         self._max_body = max_body
+        self._events = events
         # Unique per process and start: a restarted sidecar never mistakes
         # an old lease for its own.
         self._process = os.urandom(6).hex()
@@ -235,17 +270,17 @@ class JobWorkers:
         phase = asyncio.create_task(self._phase(job))
         renewal = asyncio.create_task(self._renew(job.id, owner, phase))
         try:
-            done = await phase
+            done, event = await phase
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # we are being stopped
-            return  # our renewal cancelled the phase: the job is no longer ours
+            # Our renewal cancelled the phase: the job is no longer ours.
+            await self._note_if_cancelled(job)
+            return
         finally:
             renewal.cancel()
             phase.cancel()
-        if done is None:
-            return
         try:
             saved = await self._store.job_save(done, owner)
         except StoreUnavailable:
@@ -253,8 +288,33 @@ class JobWorkers:
             return
         if not saved:
             log.info("job %s: taken over or cancelled meanwhile; result dropped", job.id)
+            await self._note_if_cancelled(job)
+            return
+        # Only now: an outcome not saved is not final (the job runs again).
+        if event is not None and self._events is not None:
+            self._events.emit(event)
 
-    async def _renew(self, job_id: str, owner: str, phase: asyncio.Task[Job | None]) -> None:
+    async def _note_if_cancelled(self, job: Job) -> None:
+        """A `cancelled` event when the job we lost was cancelled (not taken over)."""
+        if self._events is None:
+            return
+        # One read, only on this rare path: losing a job is not the hot path.
+        try:
+            current = await self._store.job_get(job.id)
+        except StoreUnavailable:
+            return
+        if current is not None and current.status == CANCELLED:
+            self._events.emit(
+                Event(
+                    time=self._clock.now(),
+                    kind=JOB,
+                    reason=CANCELLED,
+                    attempts=current.attempts,
+                    detail=job.id,
+                )
+            )
+
+    async def _renew(self, job_id: str, owner: str, phase: asyncio.Task[_Phased]) -> None:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
@@ -266,33 +326,51 @@ class JobWorkers:
                 phase.cancel()
                 return
 
-    async def _phase(self, job: Job) -> Job | None:
-        """The job as it should be saved after its next phase."""
+    async def _phase(self, job: Job) -> _Phased:
+        """The job as it should be saved after its next phase, and its event if it finished."""
         phase = job.phase
         if phase == "run":
             return await self._run(job)
         if phase == "deliver":
-            return await self._deliver_once(job)
-        return job.with_(due_at=None)
+            return await self._deliver_once(job), None
+        return job.with_(due_at=None), None
 
     # -- run -------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> Job:
+    async def _run(self, job: Job) -> _Phased:
         attempts = job.attempts + 1
-        outcome, own_error = await self._call(job)
+        outcome, own_error, ran = await self._call(job)
         now = self._clock.now()
         log.info("job %s: run %d answered %d", job.id, attempts, outcome.status)
         if outcome.status < 400:
-            return self._finished(job, SUCCEEDED, outcome, attempts, now, None)
+            done = self._finished(job, SUCCEEDED, outcome, attempts, now, None)
+            return done, self._job_event(done, outcome, ran, now)
         # Short and safe: a status or the sidecar's error code, never a body.
         error = own_error or f"upstream answered {outcome.status}"
         if is_retryable(outcome.status) and own_error != TOO_LARGE_ERROR:
             delay = run_delay(attempts, self._clock.random())
             if now + delay < job.retry_until:
-                return job.with_(
+                again = job.with_(
                     attempts=attempts, due_at=now + delay, last_error=error, outcome=outcome
                 )
-        return self._finished(job, FAILED, outcome, attempts, now, error)
+                return again, None
+        done = self._finished(job, FAILED, outcome, attempts, now, error)
+        return done, self._job_event(done, outcome, ran, now)
+
+    @staticmethod
+    def _job_event(done: Job, outcome: JobOutcome, ran: _Ran, now: float) -> Event:
+        return Event(
+            time=now,
+            kind=JOB,
+            reason=done.status,
+            request_id=ran.request_id,
+            route=ran.route,
+            host=ran.host,
+            status=outcome.status,
+            attempts=done.attempts,
+            latency_ms=round(ran.latency * 1000, 2),
+            detail=done.id,
+        )
 
     @staticmethod
     def _finished(
@@ -307,15 +385,23 @@ class JobWorkers:
             last_error=error if error is not None else job.last_error,
         )
 
-    async def _call(self, job: Job) -> tuple[JobOutcome, str | None]:
+    async def _call(self, job: Job) -> tuple[JobOutcome, str | None, _Ran]:
         """One run through the inner pipeline, as an outcome (errors included).
 
-        The second item describes an error the sidecar answered by itself.
+        The second item describes an error the sidecar answered by itself;
+        the third says which request the run was.
         """
-        request_id = new_request_id()
+        started = self._clock.monotonic()
         try:
             exchange = job_exchange(job.request, job.idempotency_key, self._default_timeout)
-            request_id = exchange.request_id
+        except Exception as error:
+            request_id = new_request_id()
+            return (*self._failed_call(job, error, request_id), _Ran(request_id))
+        outcome, own_error = await self._send(job, exchange)
+        return outcome, own_error, _ran(exchange, self._clock.monotonic() - started)
+
+    async def _send(self, job: Job, exchange: Exchange) -> tuple[JobOutcome, str | None]:
+        try:
             response = await self._run_request(exchange)
             try:
                 body = await response.read(self._max_body)
@@ -324,16 +410,20 @@ class JobWorkers:
                     f"the upstream's answer is over the {self._max_body}-byte limit",
                     code=TOO_LARGE_CODE,
                 )
-                return _error_outcome(too_big, request_id)
+                return _error_outcome(too_big, exchange.request_id)
             return JobOutcome(response.status, tuple(response.headers), body), None
-        except MirApiError as error:
+        except Exception as error:
+            return self._failed_call(job, error, exchange.request_id)
+
+    @staticmethod
+    def _failed_call(job: Job, error: Exception, request_id: str) -> tuple[JobOutcome, str]:
+        if isinstance(error, MirApiError):
             return _error_outcome(error, request_id)
-        except UpstreamFailure as failure:
-            return _error_outcome(failure.as_error(), request_id)
-        except Exception:
-            log.exception("job %s: the run failed unexpectedly", job.id)
-            crash = MirApiError("the sidecar failed unexpectedly; see its log")
-            return _error_outcome(crash, request_id)
+        if isinstance(error, UpstreamFailure):
+            return _error_outcome(error.as_error(), request_id)
+        log.error("job %s: the run failed unexpectedly", job.id, exc_info=error)
+        crash = MirApiError("the sidecar failed unexpectedly; see its log")
+        return _error_outcome(crash, request_id)
 
     # -- deliver ---------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class RateLimit:
                 raise RateLimited(
                     f"over the rate limit of {limit} requests per {_per(period)}",
                     retry_after=max(1, math.ceil(decision.retry_after)),
+                    headers=tuple(rate_headers(limit, decision)),
                 )
             if tightest is None or decision.remaining < tightest[1].remaining:
                 tightest = (limit, decision)

@@ -53,6 +53,8 @@ async def test_over_the_limit_is_429_with_retry_after_then_recovers(clock: FakeC
     assert refused.value.status == 429
     assert refused.value.code == "rate_limited"
     assert refused.value.retry_after == 1
+    assert ("ratelimit-remaining", "0") in refused.value.headers
+    assert ("ratelimit-limit", "2") in refused.value.headers
     clock.advance(0.5)  # one token back at 2/sec
     assert (await stage(exchange(), answer)).status == 200
 
