@@ -27,7 +27,7 @@ from sidecar.errors import (
     error_body,
     error_headers,
 )
-from sidecar.events import JOB, Event, EventLog
+from sidecar.events import BREAKER, JOB, Event, EventLog
 from sidecar.exchange import Exchange, Response, new_request_id
 from sidecar.gate import LOCAL_CLIENT, Gate
 from sidecar.jobs.webhooks import CallbackSender
@@ -175,8 +175,12 @@ class Sidecar:
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)
         self.access_log = AccessLog(None)
-        self.metrics = Metrics(queue_depth=self.job_depth)
-        self.events.listen(self._count_job)
+        #: Each host's breaker state as this sidecar last saw it change, for metrics.
+        self.breaker_states: dict[str, str] = {}
+        self.metrics = Metrics(
+            queue_depth=self.job_depth, breaker_states=lambda: self.breaker_states
+        )
+        self.events.listen(self._on_event)
         #: Told of every proxied request's outcome: events, records, stats, metrics.
         self.observers: list[Observer] = [
             self.events,
@@ -233,9 +237,13 @@ class Sidecar:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _count_job(self, event: Event) -> None:
-        if event.kind == JOB and event.reason is not None:
+    def _on_event(self, event: Event) -> None:
+        if event.reason is None:
+            return
+        if event.kind == JOB:
             self.metrics.job_finished(event.reason)
+        elif event.kind == BREAKER and event.host is not None:
+            self.breaker_states[event.host] = event.reason
 
     def _refuse_exposed_without_keys(self) -> None:
         """SPEC §2.1: with no client key, the sidecar listens on loopback only."""

@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar import metrics as metrics_module
+from sidecar.app import Sidecar
+from sidecar.config import Settings
 from sidecar.control import make_control_app
+from sidecar.events import Event
 from sidecar.exchange import Exchange
 from sidecar.metrics import CONTENT_TYPE, Metrics
 from sidecar.observe import Outcome
@@ -235,3 +239,14 @@ async def test_the_control_endpoint_serves_the_text_format() -> None:
 
 async def _value(depth: int) -> int:
     return depth
+
+
+async def test_the_sidecar_feeds_breaker_states_and_job_outcomes_from_its_events(
+    tmp_path: Path,
+) -> None:
+    sidecar = Sidecar(Settings(data_dir=tmp_path))
+    sidecar.events.emit(Event(time=1.0, kind="breaker", reason="open", host="api.test"))
+    sidecar.events.emit(Event(time=1.0, kind="job", reason="succeeded"))
+    _, samples = await scrape(sidecar.metrics)
+    assert samples[("mirapi_breaker_state", (("host", "api.test"),))] == 2
+    assert samples[("mirapi_jobs_total", (("outcome", "succeeded"),))] == 1
