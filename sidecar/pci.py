@@ -4,16 +4,37 @@ A card number here is a run of 12-19 digits, plain or grouped by one kind
 of single separator (`4111 1111 1111 1111`, `4111-1111-1111-1111`), that
 passes Luhn *and* starts with a prefix of a card brand at a length that
 brand issues (`BRANDS`). Luhn alone would flag one random digit run in
-ten: millisecond timestamps, order ids, phone numbers.
+ten: millisecond timestamps, order ids, phone numbers. A card starts a
+digit group (the byte before it is no digit) and spans whole groups: a
+group of more than 19 digits is no card, real card numbers are delimited.
 
-The common case is a body with no long digit run at all, so one compiled
-regex finds candidates and everything else runs only on those. A candidate
-is a run of digits, spaces and dashes from a digit some brand starts with;
-it is split into digit groups, and when it holds more than one number
-(`4111 1111 1111 1111 2031`), every window of whole groups with 12-19
-digits and one kind of separator is tried, so a card next to another
-number is still found. A group of more than 19
-digits is not a card: real card numbers are delimited.
+The scan runs on every request, so it is built in two tiers, and the
+common case never leaves C code:
+
+1. The screen. One `bytes.translate` maps the body to a "squeezed" copy:
+   separators deleted, every digit turned into a letter saying which brands
+   it may start, everything else into `x`. A card becomes an unbroken run of
+   digit letters, so a digit-counting question ("a 4 followed by 12 more
+   digits") is a plain character-class regex with a one-letter literal
+   prefix, which `re` looks for with a bare byte-compare loop (a class at
+   the start of a pattern is several times slower, a per-digit group
+   slower still).
+   There is one screen per class of first digit (`_SCREENS`): a 4 starts no
+   card shorter than 13 digits, which is what lets the common 12-digit phone
+   number through without any Python code. A screen hit is necessary for a
+   card, not sufficient (separators were ignored).
+2. The check, only near a screen hit: the run of digits, spaces and dashes
+   there (`_CANDIDATE`) is split into digit groups and every window of whole
+   groups with 12-19 digits and one kind of separator is tried against the
+   brand table and then Luhn.
+
+A screen hit's squeezed offset, stepped forward by in the body, never
+overshoots where it lies there (the squeezed copy only lost bytes), and
+counting the separators crossed narrows the gap (`_toward`); the check
+starts there, and afterwards the screens resume after the run just
+checked. A body with many near misses costs one check per near miss,
+never a rescan. `tests/sidecar/test_pci.py` holds the scanner to the
+definition above, spelt out the slow way.
 """
 
 from __future__ import annotations
@@ -60,48 +81,107 @@ BRANDS: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("2200", "2204", frozenset(range(16, 20))),
 )
 
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+#: Per digit value: the sum of the digits of its double (Luhn's doubled positions).
+_DOUBLED = bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9))
+#: ASCII digit -> its doubled Luhn value, so `sum()` can add a whole slice in C.
+_DOUBLED_TABLE = bytes.maketrans(b"0123456789", _DOUBLED)
 
 
 def luhn_valid(digits: bytes) -> bool:
     """True when the ASCII digit string `digits` passes the Luhn check."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = char - 48
-        total += _DOUBLED[value] if position & 1 else value
-    return total % 10 == 0
+    # From the check digit leftwards: positions 0, 2, 4... count as they are,
+    # 1, 3, 5... doubled. Slices and translate keep the loop in C.
+    kept = digits[::-1][::2]
+    doubled = digits[::-1][1::2].translate(_DOUBLED_TABLE)
+    return (sum(kept) - 48 * len(kept) + sum(doubled)) % 10 == 0
 
 
-def _prefixes_by_length() -> dict[int, tuple[tuple[bytes, bytes], ...]]:
-    """BRANDS turned around: per length, the (first, last) prefixes that issue it."""
-    table: dict[int, list[tuple[bytes, bytes]]] = {}
+#: No prefix in BRANDS is longer, so a card's first four digits decide its brand.
+_KEY_DIGITS = max(len(first) for first, _, _ in BRANDS)
+
+
+def _brand_keys() -> frozenset[tuple[int, bytes]]:
+    """BRANDS spelt out: every (length, first four digits) some brand issues.
+
+    About 12,000 keys, built once: a set lookup is several times faster
+    than comparing a number against each of the ranges for its length.
+    """
+    keys: set[tuple[int, bytes]] = set()
     for first, last, lengths in BRANDS:
-        for length in lengths:
-            table.setdefault(length, []).append((first.encode(), last.encode()))
-    return {length: tuple(ranges) for length, ranges in table.items()}
+        pad = _KEY_DIGITS - len(first)
+        low = int(first) * 10**pad
+        high = (int(last) + 1) * 10**pad
+        for prefix in range(low, high):
+            key = str(prefix).zfill(_KEY_DIGITS).encode()
+            keys.update((length, key) for length in lengths)
+    return frozenset(keys)
 
 
-_PREFIXES_BY_LENGTH = _prefixes_by_length()
+_BRAND_KEYS = _brand_keys()
 
+
+def _shortest_by_first_digit() -> dict[int, int]:
+    """Per digit (byte value) some brand starts with: the fewest digits such a card has."""
+    shortest: dict[int, int] = {}
+    for first, last, lengths in BRANDS:
+        for digit in range(ord(first[0]), ord(last[0]) + 1):
+            shortest[digit] = min(shortest.get(digit, MAX_DIGITS), min(lengths))
+    return shortest
+
+
+_SHORTEST = _shortest_by_first_digit()
 
 #: The first digit of every prefix in BRANDS, as a byte value.
-_BRAND_FIRST_DIGITS = frozenset(first.encode()[0] for first, _, _ in BRANDS)
+_BRAND_FIRST_DIGITS = frozenset(_SHORTEST)
 _DIGITS = frozenset(b"0123456789")
 
+
+def _screens() -> tuple[bytes, tuple[re.Pattern[bytes], ...]]:
+    """The squeezing translate table and one screen regex per class of first digit.
+
+    Digits that start cards of at least MIN_DIGITS become `a`, those whose
+    cards are longer (Visa's 4: 13) `b`, with the shortest length of that
+    class; other digits become `0`, anything else `x`. Two classes, not one
+    per first digit: every screen is one more pass over the body, and the
+    second class already keeps 12-digit numbers starting with 4 (phone
+    numbers) out of the check.
+    """
+    table = bytearray(b"x" * 256)
+    for digit in b"0123456789":
+        table[digit] = ord("0")
+    shortest_of: dict[bytes, int] = {}
+    for digit, shortest in _SHORTEST.items():
+        letter = b"a" if shortest == MIN_DIGITS else b"b"
+        table[digit] = letter[0]
+        shortest_of[letter] = min(shortest_of.get(letter, MAX_DIGITS), shortest)
+    digit_letters = b"0" + b"".join(sorted(shortest_of))
+    screens = tuple(
+        re.compile(re.escape(letter) + b"[" + digit_letters + b"]{%d}" % (shortest - 1))
+        for letter, shortest in sorted(shortest_of.items())
+    )
+    return bytes(table), screens
+
+
+_SQUEEZE, _SCREENS = _screens()
+
 #: From a digit some brand starts with, digits, spaces and dashes to a digit,
-#: 12 bytes or more. A character-class run is several times faster than a
-#: per-digit group, and skipping runs that start with 0, 1, 7, 8 or 9
-#: (timestamps, most ids) keeps most numbers from reaching Python at all.
-#: `_card_in_run` keeps only single separators of one kind.
+#: 12 bytes or more: the run a screen hit lies in. A character-class run is
+#: several times faster than a per-digit group. `_card_in_run` keeps only
+#: single separators of one kind.
 _CANDIDATE = re.compile(b"[" + bytes(sorted(_BRAND_FIRST_DIGITS)) + rb"][0-9 -]{10,}[0-9]")
+
+#: How many times `_toward` narrows its bound before letting `_CANDIDATE`
+#: search the rest: each pass shrinks the gap to the separators it crossed.
+_NARROWING_STEPS = 4
+#: A gap this small is left to `_CANDIDATE`'s search: it can rarely hold a
+#: candidate of its own (one is 12 bytes or more), so it costs a few bytes
+#: of scanning, where another narrowing step costs two counts.
+_CLOSE_ENOUGH = MIN_DIGITS
 
 
 def in_brand_table(digits: bytes) -> bool:
     """True when `digits` starts with a brand's prefix at a length that brand issues."""
-    for first, last in _PREFIXES_BY_LENGTH.get(len(digits), ()):
-        if first <= digits[: len(first)] <= last:
-            return True
-    return False
+    return (len(digits), digits[:_KEY_DIGITS]) in _BRAND_KEYS
 
 
 def is_card_number(digits: bytes) -> bool:
@@ -169,23 +249,83 @@ def _mixed_run(run: bytes) -> int | None:
     return None
 
 
+def _card_in_match(data: bytes, match: re.Match[bytes]) -> int | None:
+    """The offset in `data` of the first card number in the `_CANDIDATE` match, or None."""
+    start = match.start()
+    run = match.group()
+    if start and data[start - 1] in _DIGITS:
+        # Begun inside a group (one whose first digit starts no brand, or
+        # one before where the search began, where no card starts): only
+        # the groups after it can start a card number.
+        cut = min((i for i in (run.find(b" "), run.find(b"-")) if i >= 0), default=-1)
+        if cut < 0:
+            return None
+        start += cut + 1
+        run = run[cut + 1 :]
+    found = _card_in_run(run)
+    return None if found is None else start + found
+
+
+def _kept(data: bytes, start: int, end: int, kept_after: int) -> int:
+    """How many bytes of `data[start:end]` the squeezed copy keeps (all but separators).
+
+    `kept_after` is how many of `data[start:]` it keeps, so the separators can
+    be counted in whichever of `data[start:end]` and `data[end:]` is shorter:
+    a hit near the end of a large body costs a count of its tail only.
+    """
+    if end - start <= len(data) - end:
+        return end - start - data.count(b" ", start, end) - data.count(b"-", start, end)
+    tail = len(data) - end
+    return kept_after - (tail - data.count(b" ", end) - data.count(b"-", end))
+
+
+def _toward(data: bytes, start: int, at: int, target: int, length: int) -> tuple[int, int]:
+    """Move `start` toward where squeezed offset `target` lies in `data`, never past it.
+
+    `at` is the squeezed offset of `start` and `length` that of the end.
+    Each squeezed byte is at least one byte of `data`, so stepping by the
+    gap never overshoots; the separators crossed leave a smaller gap for
+    the next step.
+    """
+    for _ in range(_NARROWING_STEPS):
+        gap = target - at
+        if gap < _CLOSE_ENOUGH:
+            break
+        at += _kept(data, start, start + gap, length - at)
+        start += gap
+    return start, at
+
+
+def _next_hit(screen: re.Pattern[bytes], squeezed: bytes, at: int) -> int:
+    """The squeezed offset of `screen`'s first hit from `at` on; `len(squeezed)` if none."""
+    hit = screen.search(squeezed, at)
+    return len(squeezed) if hit is None else hit.start()
+
+
 def find_card_number(data: bytes) -> int | None:
     """The byte offset of the first card number in `data`, or None."""
-    for match in _CANDIDATE.finditer(data):
-        start = match.start()
-        run = match.group()
-        if start and data[start - 1] in _DIGITS:
-            # Begun inside a group whose first digit starts no brand: only
-            # the groups after it can start a card number.
-            cut = min((i for i in (run.find(b" "), run.find(b"-")) if i >= 0), default=-1)
-            if cut < 0:
-                continue
-            start += cut + 1
-            run = run[cut + 1 :]
-        found = _card_in_run(run)
+    squeezed = data.translate(_SQUEEZE, b" -")
+    length = len(squeezed)
+    ahead = [_next_hit(screen, squeezed, 0) for screen in _SCREENS]
+    # Invariant: no card starts before `start`, and `at` is its squeezed offset.
+    start = at = 0
+    while True:
+        # No screen hit between `at` and the nearest one: no card starts there either.
+        target = min(ahead)
+        if target == length:
+            return None
+        start, at = _toward(data, start, at, target, length)
+        match = _CANDIDATE.search(data, start)
+        if match is None:
+            return None
+        found = _card_in_match(data, match)
         if found is not None:
-            return start + found
-    return None
+            return found
+        at += _kept(data, start, match.end(), length - at)
+        start = match.end()
+        for index, hit in enumerate(ahead):
+            if hit < at:
+                ahead[index] = _next_hit(_SCREENS[index], squeezed, at)
 
 
 def url_decoded(data: bytes) -> bytes:

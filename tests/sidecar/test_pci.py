@@ -1,4 +1,11 @@
-"""The card number scanner (SPEC §2.2): every card in any grouping, no timestamp or order id."""
+"""The card number scanner (SPEC §2.2): every card in any grouping, no timestamp or order id.
+
+Besides the properties the guard promises, the scanner is compared with
+`reference_offset`, the definition spelt out the slow way (every group
+start, every window of whole groups): the fast scanner skips most of a
+body on a squeezed copy and maps offsets back, and this is what shows the
+skipping never skips a card or shifts an offset.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.pci import BRANDS, find_card_number, in_brand_table, luhn_valid
+from sidecar.pci import BRANDS, find_card_number, in_brand_table, luhn_valid, url_decoded
 
 # Test numbers the brands publish for sandboxes.
 TEST_CARDS = [
@@ -152,3 +159,110 @@ def test_the_brand_table_checks_lengths() -> None:
     assert in_brand_table(b"378282246310005")
     assert not in_brand_table(b"3782822463100050")  # Amex is 15 digits only
     assert not in_brand_table(b"1700000000000")
+
+
+# --- the scanner against the definition, spelt out slowly ---
+
+
+def textbook_luhn(digits: str) -> bool:
+    """Luhn as it is usually written: double every second digit from the right."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if position % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def textbook_brand(digits: str) -> bool:
+    """BRANDS read directly: a prefix range, compared on its own digits, and a length."""
+    return any(
+        int(first) <= int(digits[: len(first)]) <= int(last) and len(digits) in lengths
+        for first, last, lengths in BRANDS
+    )
+
+
+def reference_offset(data: bytes) -> int | None:
+    """The first offset where a card number starts, found the slow way.
+
+    A card starts a digit group (no digit before it) and spans whole groups
+    joined by one kind of single separator, 12-19 digits in all, in the
+    brand table and passing Luhn.
+    """
+    text = data.decode("latin-1")
+    for start, char in enumerate(text):
+        if char not in DIGITS or (start and text[start - 1] in DIGITS):
+            continue
+        for separator in " -":
+            digits, at = "", start
+            while True:
+                end = at
+                while end < len(text) and text[end] in DIGITS:
+                    end += 1
+                digits += text[at:end]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 12 and textbook_brand(digits) and textbook_luhn(digits):
+                    return start
+                if end + 1 < len(text) and text[end] == separator and text[end + 1] in DIGITS:
+                    at = end + 1
+                else:
+                    break
+    return None
+
+
+#: Numbers the screen lets through (a brand digit, 13-19 digits) that fail Luhn.
+NEAR_MISSES = ["4000123412341235,", "5555-5555-5555-4445 ", "4000 1234 1234 1235"]
+
+
+def pieces() -> st.SearchStrategy[str]:
+    """Bits of a body: cards in any grouping, digit runs, separators, other bytes."""
+    grouping = st.tuples(st.sampled_from(["", " ", "-"]), st.integers(1, 7))
+    return st.one_of(
+        st.builds(lambda card, g: grouped(card, *g), st.sampled_from(TEST_CARDS), grouping),
+        st.builds(lambda card, g: grouped(card, *g), brand_cards(), grouping),
+        st.text(DIGITS, min_size=1, max_size=22),
+        # Near misses: the screen lets them through, the check turns them down.
+        st.sampled_from([*NEAR_MISSES, "44 20 7946 0958"]),
+        st.sampled_from([" ", "-", "  ", " -", "--", '"', ",", "x", "\n", "+", "%20", "é"]),
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=st.lists(pieces(), max_size=40))
+def test_the_scanner_finds_what_the_definition_finds(parts: list[str]) -> None:
+    data = "".join(parts).encode()
+    assert find_card_number(data) == reference_offset(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    filler=st.sampled_from(["word ", "1 ", "- ", "12-34 ", "+44 20 7946 0958,", *NEAR_MISSES]),
+    times=st.integers(0, 3000),
+    card=st.sampled_from(TEST_CARDS),
+    separator=st.sampled_from(["", " ", "-"]),
+)
+def test_the_offset_is_right_after_a_long_run_of_separators_and_near_misses(
+    filler: str, times: int, card: str, separator: str
+) -> None:
+    # Many separators before the card: the squeezed offset is far from the real one.
+    before = (filler * times).encode()
+    data = before + b"<" + grouped(card, separator, 4).encode() + b"> " + before
+    assert find_card_number(data) == len(before) + 1
+
+
+def test_luhn_matches_the_textbook_on_every_length() -> None:
+    numbers = [str(n).zfill(width) for width in range(1, 20) for n in range(0, 10**6, 9973)]
+    for number in numbers:
+        assert luhn_valid(number.encode()) == textbook_luhn(number), number
+
+
+def test_the_brand_table_matches_its_ranges_for_every_prefix_and_length() -> None:
+    for length in range(11, 21):
+        for prefix in range(10000):
+            digits = str(prefix).zfill(4).ljust(length, "0")
+            assert in_brand_table(digits.encode()) == textbook_brand(digits), digits
+
+
+def test_url_decoding_turns_a_form_grouping_into_spaces() -> None:
+    assert url_decoded(b"pan=4111+1111%201111%2D1111") == b"pan=4111 1111 1111-1111"
+    assert find_card_number(url_decoded(b"pan=4111+1111+1111+1111")) == 4

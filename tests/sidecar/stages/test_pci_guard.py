@@ -78,6 +78,20 @@ async def test_a_form_body_is_scanned_url_decoded() -> None:
     assert "the body at offset 15 once URL-decoded" in raised.value.message
 
 
+async def test_an_encoded_dash_grouping_in_a_form_body_is_refused() -> None:
+    body = b"pan=4111%2D1111%2d1111%2D1111&amount=100"
+    with pytest.raises(PciCardNumber) as raised:
+        await guard(exchange(body, content_type="application/x-www-form-urlencoded; charset=utf-8"))
+    assert "the body at offset 4 once URL-decoded" in raised.value.message
+
+
+async def test_only_form_bodies_are_url_decoded() -> None:
+    # In JSON, `+` is no separator and `%20` no space: this is no card grouping.
+    body = b'{"pan":"4111+1111+1111+1111","alt":"4111%201111%201111%201111"}'
+    terminal = await guard(exchange(body, content_type="application/json"))
+    assert terminal.calls == 1
+
+
 async def test_a_body_without_a_card_passes() -> None:
     terminal = await guard(exchange(b'{"created":1700000000000,"order":"9000000000000000004"}'))
     assert terminal.calls == 1
