@@ -22,6 +22,7 @@ from mirapi_cli.commands.curl import curl
 from mirapi_cli.commands.events import app as events_app
 from mirapi_cli.commands.jobs import app as jobs_app
 from mirapi_cli.commands.keys import app as keys_app
+from mirapi_cli.commands.replay import replay
 from mirapi_cli.commands.routes import app as routes_app
 from mirapi_cli.commands.secrets import app as secrets_app
 from mirapi_cli.commands.sidecar import app as sidecar_app
@@ -47,6 +48,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(events_app, name="events")
 app.command("curl")(curl)
 app.command("stats")(stats)
+app.command("replay")(replay)
 
 
 def _print_version(value: bool) -> None:

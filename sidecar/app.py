@@ -38,6 +38,7 @@ from sidecar.observe import Observer, Outcome
 from sidecar.pipeline import build_chain, build_job_chain
 from sidecar.policy import parse_policy
 from sidecar.record_table import RecordTable
+from sidecar.recorder import Recorder
 from sidecar.retry_budget import RetryBudget
 from sidecar.route_table import RouteTable
 from sidecar.secrets import Secret
@@ -186,6 +187,7 @@ class Sidecar:
             self.events,
             StatsCounter(self.store, clock),
             self.metrics,
+            Recorder(self.store, settings.record_bodies),
         ]
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:

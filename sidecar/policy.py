@@ -92,6 +92,8 @@ class RequestPolicy:
     request_id: str | None = None
     extract: str | None = None
     debug: bool = False
+    #: X-Proxy-Record: on/off records this request's body for replay; None: the config.
+    record: bool | None = None
     #: X-Webhook-Callback: run in the background, POST the outcome here (SPEC §5).
     webhook_callback: str | None = None
     #: X-Webhook-Retry-For: how long a background job's runs are retried.
@@ -248,6 +250,7 @@ _HEADERS = (
     ("X-Request-ID", "request_id", _token),
     ("X-Extract", "extract", _json_pointer),
     ("X-Proxy-Debug", "debug", _switch),
+    ("X-Proxy-Record", "record", _switch),
     ("X-Webhook-Callback", "webhook_callback", parse_target_url),
     ("X-Webhook-Retry-For", "webhook_retry_for", _positive_duration),
 )

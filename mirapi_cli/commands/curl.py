@@ -267,14 +267,14 @@ def curl(
     sink = _open_sink(output_file)
     try:
         code = asyncio.run(
-            _run(
+            run_call(
                 call,
                 sink,
                 include=include,
                 verbose=verbose,
                 silent=silent,
                 fail=fail,
-                via=_via_address(via, data_dir),
+                via=via_address(via, data_dir),
                 settings=settings,
             )
         )
@@ -317,7 +317,8 @@ def _store_settings(
     return load_settings(data_dir, None, flags)
 
 
-def _via_address(via: str | None, data_dir: Path | None) -> str | None:
+def via_address(via: str | None, data_dir: Path | None) -> str | None:
+    """The sidecar to send through: `via` as given, or the running one's for 'running'."""
     if via is None or via != "running":
         return via
     from mirapi_cli import daemon
@@ -332,7 +333,7 @@ def _via_address(via: str | None, data_dir: Path | None) -> str | None:
     return state.address
 
 
-async def _run(
+async def run_call(
     call: CurlRequest,
     sink: IO[bytes],
     *,
@@ -342,7 +343,9 @@ async def _run(
     fail: bool,
     via: str | None,
     settings: Settings | None = None,
+    flag_names: bool = True,
 ) -> int:
+    """Make `call` and write the answer; `flag_names`: errors name curl's flags."""
     from mirapi_cli.commands import curl_io
 
     with Progress(verbose, silent) as progress:
@@ -353,7 +356,7 @@ async def _run(
                 response = await curl_io.in_process(call, progress.attempt, settings)
         except curl_io.CallFailed as failure:
             if not silent:
-                message = _flag_names(failure.message)
+                message = _flag_names(failure.message) if flag_names else failure.message
                 progress.console.print(f"mirapi: {message}", markup=False, soft_wrap=True)
             return int(_EXIT_FOR_ERROR.get(failure.code, ExitCode.ERROR))
     return await curl_io.deliver(
