@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from mirapi_cli.commands.completion import app as completion_app
 from mirapi_cli.commands.curl import curl
 from mirapi_cli.commands.events import app as events_app
 from mirapi_cli.commands.jobs import app as jobs_app
@@ -41,14 +42,15 @@ app = typer.Typer(
 )
 app.add_typer(sidecar_app, name="sidecar")
 app.add_typer(routes_app, name="routes")
-app.add_typer(jobs_app, name="jobs")
-app.add_typer(webhooks_app, name="webhooks")
-app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(events_app, name="events")
+app.add_typer(completion_app, name="completion")
 app.command("curl")(curl)
-app.command("stats")(stats)
 app.command("replay")(replay)
+app.command("stats")(stats)
 
 
 def _print_version(value: bool) -> None:

@@ -4,6 +4,7 @@
     stop                  SIGTERM, a grace period, then SIGKILL; idempotent
     status [--json]       exit 0 when running, 3 when not (LSB)
     logs [-f] [-n N]      the detached sidecar's log file
+    install-service       a systemd user unit / launchd agent (mirapi_cli/service.py)
 
 Only argument parsing and rendering live here; the process work is in
 `mirapi_cli/daemon.py`, serving in `sidecar/server.py`. Heavy modules are
@@ -21,6 +22,7 @@ import typer
 
 from mirapi_cli.errors import CliError, ExitCode
 from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption, load_settings
+from mirapi_cli.service import Manager
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -244,6 +246,68 @@ def logs(
     if not path.exists():
         raise CliError(f"no log yet at {path} (the background sidecar writes it)")
     output.write_lines(logtail.last_lines(path, lines))
+
+
+@app.command("install-service")
+def install_service(
+    listen: ListenOption = None,
+    unix: UnixOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    redis_env: Annotated[
+        bool,
+        typer.Option(
+            "--redis-env",
+            help="Pass $MIRAPI_REDIS to the service: into a 0600 environment file (systemd)"
+            " or the plist, then 0600 (launchd); never into the command line.",
+        ),
+    ] = False,
+    unlock: Annotated[
+        bool,
+        typer.Option(
+            "--unlock",
+            help="Run with --unlock: the service reads $MIRAPI_MASTER_KEY from its environment"
+            " file (launchd: the plist), where you put it; this command never writes it.",
+        ),
+    ] = False,
+    manager: Annotated[
+        Manager | None,
+        typer.Option(help="The service manager (default: systemd on Linux, launchd on macOS)."),
+    ] = None,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the unit to stdout; write nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing unit.")] = False,
+) -> None:
+    """Install the sidecar as a user service: restarted on failure, stopped gracefully."""
+    from mirapi_cli import output, service
+    from sidecar import __version__
+
+    settings = load_settings(data_dir, config, {"listen": listen, "unix": unix})
+    try:
+        plan = service.plan(
+            settings,
+            manager or service.default_manager(),
+            python=sys.executable,
+            home=Path.home(),
+            env=os.environ,
+            config=config,
+            listen_given=listen is not None,
+            unix_given=unix is not None,
+            redis_env=redis_env,
+            unlock=unlock,
+            version=__version__,
+        )
+        if print_only:
+            sys.stdout.buffer.write(plan.content)
+            sys.stdout.flush()
+        else:
+            for line in service.describe(plan, replaced=service.install(plan, force=force)):
+                output.say(line)
+    except service.ServiceError as error:
+        raise CliError(str(error)) from None
+    for note in service.notes(plan, written=not print_only):
+        output.note(note)
 
 
 def _report_stale(reason: str | None) -> None:
