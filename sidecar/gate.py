@@ -20,6 +20,7 @@ In this order, each refusal naming what is wrong and never a credential:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -71,8 +72,15 @@ def is_loopback_client(client: Any) -> bool:
     """Whether the ASGI scope's `client` is this machine (a unix socket's has no address)."""
     if not client or not client[0]:
         return True
+    return _is_loopback_address(str(client[0]))
+
+
+# Every request asks about the same few addresses and hosts: remember the
+# answers rather than parse an address per request (bounded).
+@functools.lru_cache(maxsize=4096)
+def _is_loopback_address(text: str) -> bool:
     try:
-        address = ipaddress.ip_address(client[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False  # Hypercorn gives a unix socket's peer as a path or nothing
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -93,6 +101,10 @@ class Gate:
         self._keys = keys
         self._server_names = tuple(server_names)
         self._check_host = check_host
+        self._host_allowed = functools.lru_cache(maxsize=4096)(self._allows_host)
+
+    def _allows_host(self, host: str | None) -> bool:
+        return host_allowed(host, self._server_names)
 
     def admit(self, scope: Mapping[str, Any], first: Mapping[str, str], *, key: bool = True) -> str:
         """The client id of a request that may go on; raises the refusal otherwise.
@@ -100,7 +112,7 @@ class Gate:
         `first` holds the first value of each header, by lower-case name.
         `key` False (probes such as healthz) skips the client key check.
         """
-        if self._check_host and not host_allowed(first.get("host"), self._server_names):
+        if self._check_host and not self._host_allowed(first.get("host")):
             raise HostNotAllowed(
                 "the Host header names neither this machine nor a configured"
                 " server_names entry (a guard against DNS rebinding)"

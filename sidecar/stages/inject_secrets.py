@@ -106,6 +106,8 @@ class InjectSecrets:
             return {url: (header,) for url in exchange.targets}
         stored = self._secrets()
         chosen = self._named(exchange, stored)
+        if not stored:
+            return {}  # the common case without secrets: no URL parsing per request
         picked: dict[str, Secret] = {}
         for index, url in enumerate(exchange.targets):
             host = target_host(url)
