@@ -567,6 +567,11 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ),
     ("MIRAPI_NEW_MASTER_KEY", "The new passphrase for `mirapi secrets rotate-passphrase`."),
     (
+        "MIRAPI_KEY",
+        "A client key that `mirapi curl --via` and `mirapi replay` send as X-MirApi-Key "
+        "when the call sets none.",
+    ),
+    (
         "MIRAPI_<KEY>",
         "Any key of the config file, in upper case: "
         + ", ".join(env_var(key) for key in KEYS)

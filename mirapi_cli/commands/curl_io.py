@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -107,6 +108,10 @@ def _reason(status: int) -> str:
         return ""
 
 
+#: The client key `--via` calls (curl, replay) send when the call has none.
+CLIENT_KEY_ENV = "MIRAPI_KEY"
+
+
 async def through_sidecar(call: CurlRequest, via: str) -> CurlResponse:
     """Send the call to a running sidecar at `via` (http://host:port or unix:/path)."""
     if via.startswith("unix:"):
@@ -116,6 +121,11 @@ async def through_sidecar(call: CurlRequest, via: str) -> CurlResponse:
         transport, base = httpx.AsyncHTTPTransport(), via.rstrip("/")
     client = httpx.AsyncClient(transport=transport, timeout=None)
     headers = [*call.headers, ("X-Proxy-Debug", "on")]
+    # A sidecar with client keys wants one; take it from the environment
+    # (never a flag: shell history) unless the call sets its own.
+    key = os.environ.get(CLIENT_KEY_ENV)
+    if key and not any(name.lower() == "x-mirapi-key" for name, _ in call.headers):
+        headers.append(("X-MirApi-Key", key))
     # A route's path goes on the request line; X-Target-URL carries its own.
     path = call.url if call.route is not None else "/"
     request = client.build_request(

@@ -185,3 +185,36 @@ async def test_a_key_made_through_redis_is_enforced_by_a_sidecar_on_that_redis(
 
     await revoke(other, key, "--redis", private_redis.url)
     await until_status(call, 200, "a request without a key after revoke on Redis")
+
+
+async def test_curl_via_the_sidecar_sends_the_key_from_the_environment(
+    new_cli: NewCli, upstream: Upstream
+) -> None:
+    cli = new_cli()
+    cli.start("--allow-private")
+    key = await create_key(cli)
+    url = upstream.url + "/v1/ping"
+
+    async def curl(**env: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(cli, "curl", url, "--via", "running", "-i", **env)
+
+    refused = await until_refused(curl)
+    assert refused.returncode != 0
+    served = await curl(MIRAPI_KEY=key)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.startswith("HTTP/1.1 200")
+    # Never sent on: the upstream sees no client key.
+    assert "x-mirapi-key" not in upstream.seen[-1].headers
+
+
+async def until_refused(
+    call: Callable[[], Awaitable[subprocess.CompletedProcess[str]]],
+) -> subprocess.CompletedProcess[str]:
+    """Call until the sidecar has seen the new key and refuses an unkeyed call."""
+    deadline = asyncio.get_running_loop().time() + APPLIES_WITHIN + 5
+    while True:
+        done = await call()
+        if "X-MirApi-Key is required" in done.stderr:
+            return done
+        assert asyncio.get_running_loop().time() < deadline, done.stdout + done.stderr
+        await asyncio.sleep(0.1)
