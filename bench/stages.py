@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sidecar.clock import SYSTEM_CLOCK
 from sidecar.exchange import Exchange, Response
-from sidecar.pipeline import build, standard_stages
+from sidecar.pipeline import Parts, build, standard_stages
 from sidecar.policy import parse_policy
 from sidecar.store.base import Store
 
@@ -42,7 +42,8 @@ async def _answer(_: Exchange) -> Response:
 
 
 async def measure(store: Store, requests: int, method: str) -> None:
-    chain = build(standard_stages(store, max_body=10 << 20, cache_entry_limit=10 << 20), _answer)
+    parts = Parts(store=store, max_body=10 << 20, cache_entry_limit=10 << 20)
+    chain = build(standard_stages(parts), _answer)
     cases = dict(CASES)
     if method == "POST":
         cases["X-Proxy-Idempotency-Key (replayed)"] = {"x-proxy-idempotency-key": "bench"}

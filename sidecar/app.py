@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from sidecar import __version__, client_keys, secrets
@@ -35,11 +36,10 @@ from sidecar.jobs.worker import JobWorkers
 from sidecar.logging import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.observe import Observer, Outcome
-from sidecar.pipeline import build_chain, build_job_chain
+from sidecar.pipeline import Parts, build_chain, build_job_chain
 from sidecar.policy import parse_policy
 from sidecar.record_table import RecordTable
 from sidecar.recorder import Recorder
-from sidecar.retry_budget import RetryBudget
 from sidecar.route_table import RouteTable
 from sidecar.secrets import Secret
 from sidecar.stages.async_jobs import AsyncJobs
@@ -135,19 +135,18 @@ class Sidecar:
         self.secrets: RecordTable[Secret] = RecordTable(self.store, secrets.KIND, secrets.decode)
         # One vault for requests and jobs: one key cache, one cap on derivations.
         inject = InjectSecrets(self.secrets.all, Vault(), master_key)
-        # One budget: background jobs and live requests share a sick upstream's.
-        budget = RetryBudget()
-        job_chain = build_job_chain(
-            self.client,
-            self.store,
+        # One set of parts for both chains: jobs and live requests share one
+        # retry budget (a sick upstream's), one cache, one breaker per host.
+        parts = Parts(
+            store=self.store,
             max_body=settings.max_body,
             cache_entry_limit=cache_entry_limit(settings),
             clock=clock,
             routes=self.routes,
-            budget=budget,
             secrets=inject,
             events=self.events,
         )
+        job_chain = build_job_chain(self.client, parts)
         self.callbacks = CallbackSender(self.store, self.client, clock)
         self.jobs = JobWorkers(
             self.store,
@@ -162,16 +161,11 @@ class Sidecar:
         )
         self.chain = build_chain(
             self.client,
-            self.store,
-            max_body=settings.max_body,
-            cache_entry_limit=cache_entry_limit(settings),
-            clock=clock,
-            routes=self.routes,
-            jobs=AsyncJobs(self.store, clock, self.egress, wake=self.jobs.wake),
-            budget=budget,
-            secrets=inject,
-            rate_limit=RateLimit(self.store, settings.rate_limit),
-            events=self.events,
+            replace(
+                parts,
+                jobs=AsyncJobs(self.store, clock, self.egress, wake=self.jobs.wake),
+                rate_limit=RateLimit(self.store, settings.rate_limit),
+            ),
         )
         self.body_reader = BodyReader(settings.max_body)
         self.control = make_control_app(self)

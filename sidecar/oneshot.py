@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.egress import OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
-from sidecar.pipeline import build_chain
+from sidecar.pipeline import Parts, build_chain
 from sidecar.policy import parse_policy
 from sidecar.stages.routing import RouteLookup
 from sidecar.store.base import Store
@@ -75,14 +75,14 @@ async def call(
         request_id=first.get("x-request-id", request.request_id),
         on_attempt=request.on_attempt,
     )
-    chain = build_chain(
-        client,
-        store or MemoryStore(clock),
+    parts = Parts(
+        store=store or MemoryStore(clock),
         max_body=ONESHOT_MAX_BODY,
         cache_entry_limit=ONESHOT_CACHE_ENTRY_LIMIT,
         clock=clock,
         routes=routes,
     )
+    chain = build_chain(client, parts)
     try:
         response = await chain(exchange)
     except BaseException:

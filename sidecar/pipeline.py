@@ -10,6 +10,7 @@ middleware stack, so a request pays one call per stage and nothing more.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
@@ -48,69 +49,62 @@ def build(stages: Sequence[Stage], terminal: Next) -> Next:
     return handler
 
 
-def standard_stages(
-    store: Store,
-    *,
-    max_body: int,
-    cache_entry_limit: int,
-    clock: Clock = SYSTEM_CLOCK,
-    budget: RetryBudget | None = None,
-    routes: RouteLookup | None = None,
-    jobs: Stage | None = None,
-    secrets: Stage | None = None,
-    rate_limit: Stage | None = None,
-    events: EventLog | None = None,
-) -> list[Stage]:
-    """The stages of SPEC §2 in their fixed order; each line says why it sits there.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parts:
+    """What the stages are built from: the sidecar's shared pieces.
 
     `routes` is where stored routes are looked up (a `RouteTable`); without
     it every route name is unknown (404 route_not_found). `jobs` is the
     AsyncJobs stage; without it (no workers) a callback request is refused.
-    `secrets` (InjectSecrets) and `rate_limit` (RateLimit) are left out when None.
+    `secrets` (InjectSecrets) and `rate_limit` (RateLimit) are left out when
+    None; `events` is told of breaker transitions. Pass one `budget` to both
+    chains so jobs and requests share a sick upstream's retry budget.
+    """
+
+    store: Store
+    max_body: int
+    cache_entry_limit: int
+    clock: Clock = SYSTEM_CLOCK
+    budget: RetryBudget = field(default_factory=RetryBudget)
+    routes: RouteLookup | None = None
+    jobs: Stage | None = None
+    secrets: Stage | None = None
+    rate_limit: Stage | None = None
+    events: EventLog | None = None
+
+
+def standard_stages(parts: Parts) -> list[Stage]:
+    """The stages of SPEC §2 in their fixed order; each line says why it sits there.
+
     Auth (client keys) runs before the chain, at the sidecar's door (gate.py).
     """
     return [
         # Outermost: decorates whatever answer comes back, rescues included.
-        Respond(max_body),
+        Respond(parts.max_body),
         # Resolves the targets first: the computed idempotency key covers the URL.
-        Routing(routes),
+        Routing(parts.routes),
         # Once the client and the route are known, before any work is spent.
-        *([rate_limit] if rate_limit is not None else []),
+        *_given(parts.rate_limit),
         # After routing (a route may switch it off), before idempotency, async
         # and the cache, so nothing of a blocked request is stored or queued.
         PciGuard(),
         # Before any upstream work: a duplicate waits here for the first's answer.
-        Idempotency(store, clock, max_body),
+        Idempotency(parts.store, parts.clock, parts.max_body),
         # After idempotency, so a resubmitted job gets the first 202 again;
         # before resilience, which the job's workers run later.
-        jobs if jobs is not None else NoAsyncJobs(),
-        *resilience_stages(
-            store,
-            cache_entry_limit=cache_entry_limit,
-            clock=clock,
-            budget=budget,
-            secrets=secrets,
-            events=events,
-        ),
+        parts.jobs if parts.jobs is not None else NoAsyncJobs(),
+        *resilience_stages(parts),
     ]
 
 
-def resilience_stages(
-    store: Store,
-    *,
-    cache_entry_limit: int,
-    clock: Clock = SYSTEM_CLOCK,
-    budget: RetryBudget | None = None,
-    secrets: Stage | None = None,
-    events: EventLog | None = None,
-) -> list[Stage]:
+def resilience_stages(parts: Parts) -> list[Stage]:
     """The stages after Async (SPEC §2.6-2.7): what a synchronous call goes through."""
     return [
         # First, once per request and for jobs too: a locked secret fails fast,
         # before the cache or any upstream call (InjectSecrets).
-        *([secrets] if secrets is not None else []),
+        *_given(parts.secrets),
         # Outside the deadline, failover and retries: it rescues what they could not.
-        SmartCache(store, clock, cache_entry_limit),
+        SmartCache(parts.store, parts.clock, parts.cache_entry_limit),
         # Bounds everything after it: failover and every retry.
         Deadline(),
         # A race route's endpoints at once; each branch is a one-target cascade.
@@ -118,72 +112,33 @@ def resilience_stages(
         # Failover wraps retries: the next target only once one is spent.
         Cascade(),
         # Retries one target; every attempt goes through the stages below.
-        Retry(clock, budget or RetryBudget()),
+        Retry(parts.clock, parts.budget),
         # Inside the retry loop, so an opening circuit stops further retries.
-        CircuitBreaker(store, clock, events=events),
+        CircuitBreaker(parts.store, parts.clock, events=parts.events),
         # Last: the upstream never sees a proxy header.
         StripHeaders(),
     ]
 
 
-def build_chain(
-    client: UpstreamClient,
-    store: Store,
-    *,
-    max_body: int,
-    cache_entry_limit: int,
-    clock: Clock = SYSTEM_CLOCK,
-    routes: RouteLookup | None = None,
-    jobs: Stage | None = None,
-    budget: RetryBudget | None = None,
-    secrets: Stage | None = None,
-    rate_limit: Stage | None = None,
-    events: EventLog | None = None,
-) -> Next:
+def build_chain(client: UpstreamClient, parts: Parts) -> Next:
     """The whole pipeline, ending in one upstream attempt."""
-    stages = standard_stages(
-        store,
-        max_body=max_body,
-        cache_entry_limit=cache_entry_limit,
-        clock=clock,
-        budget=budget,
-        routes=routes,
-        jobs=jobs,
-        secrets=secrets,
-        rate_limit=rate_limit,
-        events=events,
-    )
-    return build(stages, Forward(client))
+    return build(standard_stages(parts), Forward(client))
 
 
-def build_job_chain(
-    client: UpstreamClient,
-    store: Store,
-    *,
-    max_body: int,
-    cache_entry_limit: int,
-    clock: Clock = SYSTEM_CLOCK,
-    routes: RouteLookup | None = None,
-    budget: RetryBudget | None = None,
-    secrets: Stage | None = None,
-    events: EventLog | None = None,
-) -> Next:
+def build_job_chain(client: UpstreamClient, parts: Parts) -> Next:
     """What a job's run goes through: a synchronous call's chain minus idempotency and async.
 
     Respond stays (X-Extract applies to the outcome); the job itself is the
     idempotency (its key is set on the exchange), and it is already async.
-    Pass the sidecar's `budget` so jobs and requests share one retry budget.
+    No rate limit: the request was counted when it was accepted.
     """
     stages: list[Stage] = [
-        Respond(max_body),
-        Routing(routes),
-        *resilience_stages(
-            store,
-            cache_entry_limit=cache_entry_limit,
-            clock=clock,
-            budget=budget,
-            secrets=secrets,
-            events=events,
-        ),
+        Respond(parts.max_body),
+        Routing(parts.routes),
+        *resilience_stages(parts),
     ]
     return build(stages, Forward(client))
+
+
+def _given(stage: Stage | None) -> list[Stage]:
+    return [] if stage is None else [stage]

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ from sidecar.exchange import Exchange
 from sidecar.jobs.model import CANCELLED, FAILED, QUEUED, SUCCEEDED, Job, JobRequest
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
-from sidecar.pipeline import build_chain, build_job_chain
+from sidecar.pipeline import Parts, build_chain, build_job_chain
 from sidecar.policy import parse_policy
 from sidecar.stages.async_jobs import AsyncJobs
 from sidecar.store.memory import MemoryStore
@@ -66,20 +67,15 @@ class Harness:
         egress = EgressPolicy(allow_private=True)
         self.client = UpstreamClient(egress)
         limit = 1024 * 1024
-        run = build_job_chain(
-            self.client, self.store, max_body=limit, cache_entry_limit=limit, clock=clock
-        )
+        parts = Parts(store=self.store, max_body=limit, cache_entry_limit=limit, clock=clock)
+        run = build_job_chain(self.client, parts)
         self.sender = CallbackSender(self.store, self.client, clock)
         self.workers = JobWorkers(
             self.store, run, self.sender, clock, workers=workers, lease=lease, poll=0.02
         )
         self.submit_chain = build_chain(
             self.client,
-            self.store,
-            max_body=limit,
-            cache_entry_limit=limit,
-            clock=clock,
-            jobs=AsyncJobs(self.store, clock, egress, wake=self.workers.wake),
+            replace(parts, jobs=AsyncJobs(self.store, clock, egress, wake=self.workers.wake)),
         )
 
     async def submit(self, headers: dict[str, str], method: str = "POST") -> str:

@@ -16,7 +16,7 @@ from sidecar.egress import EgressPolicy
 from sidecar.errors import BadHeader, EgressDenied, StoreUnavailable
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.jobs.model import QUEUED, Job
-from sidecar.pipeline import build_chain
+from sidecar.pipeline import Parts, build_chain
 from sidecar.policy import parse_policy
 from sidecar.routes import Endpoint, Route
 from sidecar.stages.async_jobs import AsyncJobs, NoAsyncJobs
@@ -51,14 +51,10 @@ class Jobs:
             wake=self._wake,
         )
         self.client = UpstreamClient(EgressPolicy(allow_private=True))
-        self.chain: Next = build_chain(
-            self.client,
-            self.store,
-            max_body=1024,
-            cache_entry_limit=1024,
-            jobs=self.stage,
-            routes=routes,
+        parts = Parts(
+            store=self.store, max_body=1024, cache_entry_limit=1024, jobs=self.stage, routes=routes
         )
+        self.chain: Next = build_chain(self.client, parts)
 
     def _wake(self) -> None:
         self.woken += 1

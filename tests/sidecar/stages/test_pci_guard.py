@@ -10,7 +10,7 @@ import pytest
 from sidecar.clock import SYSTEM_CLOCK
 from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange, Response
-from sidecar.pipeline import build, standard_stages
+from sidecar.pipeline import Parts, build, standard_stages
 from sidecar.policy import parse_policy
 from sidecar.routes import Endpoint, Route
 from sidecar.stages.pci_guard import PciGuard
@@ -121,7 +121,9 @@ async def test_the_standard_pipeline_never_calls_upstream_for_a_blocked_request(
     try:
         terminal = Upstreams()
         chain = build(
-            standard_stages(store, max_body=1 << 20, cache_entry_limit=1 << 20, routes=ROUTES),
+            standard_stages(
+                Parts(store=store, max_body=1 << 20, cache_entry_limit=1 << 20, routes=ROUTES)
+            ),
             terminal,
         )
         with pytest.raises(PciCardNumber):
