@@ -305,23 +305,25 @@ def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
     )
 
 
+def public_view(record: RequestRecord) -> dict[str, object]:
+    """The record as JSON shows it (`replay --show --json`), the body base64."""
+    return {
+        "request_id": record.request_id,
+        "time": record.time,
+        "method": record.method,
+        "url": record.url,
+        "route": record.route,
+        "headers": [list(pair) for pair in record.headers],
+        "body": None if record.body is None else base64.b64encode(record.body).decode(),
+        "status": record.status,
+        "rescue": record.rescue,
+        "withheld": list(record.withheld),
+    }
+
+
 def encode(record: RequestRecord) -> bytes:
-    """The record as the store keeps it: JSON, the body base64."""
-    return orjson.dumps(
-        {
-            "v": VERSION,
-            "request_id": record.request_id,
-            "time": record.time,
-            "method": record.method,
-            "url": record.url,
-            "route": record.route,
-            "headers": [list(pair) for pair in record.headers],
-            "body": None if record.body is None else base64.b64encode(record.body).decode(),
-            "status": record.status,
-            "rescue": record.rescue,
-            "withheld": list(record.withheld),
-        }
-    )
+    """The record as the store keeps it: its public view with a format version."""
+    return orjson.dumps({"v": VERSION, **public_view(record)})
 
 
 def decode(data: bytes) -> RequestRecord:

@@ -206,26 +206,9 @@ def rebuild(
     return call, notes
 
 
-def record_view(record: RequestRecord) -> dict[str, object]:
-    """The record as `--show --json` prints it (the body base64, as stored)."""
-    import base64
-
-    return {
-        "request_id": record.request_id,
-        "time": record.time,
-        "method": record.method,
-        "url": record.url,
-        "route": record.route,
-        "headers": [list(pair) for pair in record.headers],
-        "body": None if record.body is None else base64.b64encode(record.body).decode(),
-        "status": record.status,
-        "rescue": record.rescue,
-        "withheld": list(record.withheld),
-    }
-
-
 def _show(record: RequestRecord, as_json: bool) -> None:
     from mirapi_cli import output
+    from sidecar.recorder import public_view
 
     def human() -> RenderableType:
         when = datetime.fromtimestamp(record.time, UTC).isoformat(timespec="seconds")
@@ -247,4 +230,4 @@ def _show(record: RequestRecord, as_json: bool) -> None:
         }
         return output.key_value_table(rows)
 
-    output.emit(record_view(record), as_json=as_json, human=human)
+    output.emit(public_view(record), as_json=as_json, human=human)
