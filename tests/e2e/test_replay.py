@@ -12,30 +12,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 
-from tests.support.cli import Cli, kill_leftover
+from tests.support.cli import Cli
 from tests.support.upstream import Upstream
 
 SECRET = "sk_test_Zq7mXkR2recordme"
 CARD = "4111111111111111"
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    """The CLI on a fresh data dir; a sidecar started on it is stopped at the end."""
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    made = Cli(tmp_path / "data", config)
-    yield made
-    if made.state_file.exists():
-        made("sidecar", "stop")
-        kill_leftover(made.state_file)
 
 
 async def replay(cli: Cli, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,32 +14,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.cli import WAIT, Cli, kill_leftover
+from tests.support.cli import WAIT, Cli
 from tests.support.upstream import Upstream
 
 PASSPHRASE = "e2e passphrase for secrets"
 STORED = "sk_live_E2eStoredSecretValue42"
 IDENTITY = "sk_live_E2eIdentityTokenValue7"
 ARGUMENT = "sk_live_E2eGivenAsAnArgument"
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    """A CLI on its own data dir; its sidecar, if started, is stopped at the end."""
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    made = Cli(tmp_path / "data", config)
-    made.env.pop("MIRAPI_MASTER_KEY", None)
-    yield made
-    if made.state_file.exists():
-        made("sidecar", "stop")
-        kill_leftover(made.state_file)
 
 
 async def mirapi(

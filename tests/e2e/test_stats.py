@@ -9,32 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cli import Cli, kill_leftover
+from tests.support.cli import Cli
 from tests.support.upstream import Upstream, reply
 
 #: The sidecar adds its counts to the store about once a second.
 FLUSH_WAIT = 5.0
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    config = tmp_path / "config.toml"
-    config.write_text("")
-    made = Cli(tmp_path / "data", config)
-    yield made
-    if made.state_file.exists():
-        made("sidecar", "stop")
-        kill_leftover(made.state_file)
 
 
 def stats_json(cli: Cli) -> dict[str, Any]:
