@@ -103,18 +103,26 @@ class UpstreamLoop:
         """A new upstream that answers for `hosts`, each on an address of its own.
 
         127.0.0.2, 127.0.0.3, ... (Linux routes all of 127/8 to loopback), so
-        that secrets, egress rules and breakers still tell the hosts apart;
-        where only 127.0.0.1 can be bound, every host shares it.
+        that secrets, egress rules and breakers still tell the hosts apart.
         """
         future = asyncio.run_coroutine_threadsafe(self._start(hosts), self.loop)
         return future.result(timeout=10)
 
     async def _start(self, hosts: list[str]) -> Upstream:
+        # The port comes from binding 127.0.0.1; a parallel test may hold the
+        # same port on 127.0.0.N, so a clash means a new port, not a shared
+        # address (secrets and breakers must still tell the hosts apart).
+        for _ in range(20):
+            upstream = await self._start_once(hosts)
+            if upstream is not None:
+                return upstream
+        raise RuntimeError("no port free on every upstream address after 20 tries")
+
+    async def _start_once(self, hosts: list[str]) -> Upstream | None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", httpbin)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        self._runners.append(runner)
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         port = int(runner.addresses[0][1])  # the ephemeral port it got
         addresses = {}
@@ -123,8 +131,10 @@ class UpstreamLoop:
             try:
                 await web.TCPSite(runner, address, port).start()
             except OSError:
-                address = "127.0.0.1"
+                await runner.cleanup()
+                return None
             addresses[host] = address
+        self._runners.append(runner)
         return Upstream(port, addresses)
 
     def close(self) -> None:

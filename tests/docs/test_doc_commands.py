@@ -56,6 +56,7 @@ import ipaddress
 import json
 import os
 import queue
+import random
 import re
 import secrets
 import shutil
@@ -538,13 +539,19 @@ def _check_output(block: Block, expected: str, output: str, failed: Block | None
 # --- Running them all ---------------------------------------------------------------
 
 
+# Below Linux's ephemeral range (32768-60999): no bind to port 0 and no
+# outgoing connection of a parallel test can take one of these between the
+# moment it is picked and the moment the doc's sidecar binds it.
+PRIVATE_PORTS = range(20000, 32000)
+
+
 def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in taken:
+    start = random.randrange(len(PRIVATE_PORTS))
+    for step in range(len(PRIVATE_PORTS)):
+        port = PRIVATE_PORTS[(start + step) % len(PRIVATE_PORTS)]
+        if port not in taken and _port_is_free(port):
             return port
+    raise RuntimeError("no free loopback port in 20000-31999")
 
 
 def _port_is_free(port: int) -> bool:

@@ -16,13 +16,14 @@ from sidecar.app import Sidecar
 @asynccontextmanager
 async def serving(app: Sidecar) -> AsyncIterator[str]:
     """Run `app` on an ephemeral loopback port; yields its base URL."""
+    # Bound and listening before Hypercorn starts, and handed over as it is:
+    # a port picked as free and bound later can be taken by a parallel test.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
     port = sock.getsockname()[1]
-    sock.close()
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1
