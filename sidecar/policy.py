@@ -242,6 +242,10 @@ _HEADERS = (
     ("X-Timeout", "timeout", _positive_duration),
     ("X-Deadline", "deadline", _positive_duration),
     ("X-Failover-URL", "failover_urls", _failover),
+    # The standard header (what Stripe's SDKs send) is an explicit key too;
+    # X-Proxy-Idempotency-Key, read after it, wins when both are sent. It is
+    # still forwarded upstream as it came.
+    ("Idempotency-Key", "idempotency_key", _token),
     ("X-Proxy-Idempotency-Key", "idempotency_key", _token),
     ("X-Idempotency-TTL", "idempotency_lock_ttl", _positive_duration),
     ("X-Idempotency-Wait", "idempotency_wait", _switch),

@@ -4,7 +4,7 @@ Two duties:
 
 1. The `Idempotency-Key` sent upstream. When a non-idempotent request may
    reach the upstream more than once (retries or failover), or the client
-   gave `X-Proxy-Idempotency-Key`, every attempt carries the same key: the
+   gave an explicit key, every attempt carries the same key: the
    client's own `Idempotency-Key` header (strip_headers keeps it), else the
    explicit key, else the computed one, so that upstreams such as Stripe
    deduplicate.
@@ -12,7 +12,8 @@ Two duties:
 2. Single-flight through the store. The store key is, per client (one
    client's key never meets another's):
 
-       explicit:  "k:" + SHA256(client id, X-Proxy-Idempotency-Key)
+       explicit:  "k:" + SHA256(client id, X-Proxy-Idempotency-Key, else the
+                  standard Idempotency-Key that Stripe's and other SDKs send)
        computed:  "c:" + SHA256(client id, target URL, method, body)
 
    each part length-prefixed. The fingerprint, SHA256(method, target, body),
@@ -256,7 +257,7 @@ class Idempotency:
                 return replayed(claim.record, mark=True)
             if claim.outcome is ClaimOutcome.MISMATCH:
                 raise IdempotencyKeyReused(
-                    "X-Proxy-Idempotency-Key was already used for a request with"
+                    f"{_key_header(exchange)} was already used for a request with"
                     " another method, target or body"
                 )
             if not exchange.policy.idempotency_wait:
@@ -294,6 +295,13 @@ class Idempotency:
         response.stream = share.tee(response.stream, self._max_body)
         response.close = share.on_close(response.close)
         return response
+
+
+def _key_header(exchange: Exchange) -> str:
+    """Which header gave the explicit key, for messages."""
+    if exchange.header("x-proxy-idempotency-key") is None and exchange.header("idempotency-key"):
+        return "Idempotency-Key"
+    return "X-Proxy-Idempotency-Key"
 
 
 def _in_flight(detail: str) -> IdempotencyConflict:
