@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sidecar.clock import SYSTEM_CLOCK, Clock
-from sidecar.egress import OpenEgress
+from sidecar.egress import Egress, OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
 from sidecar.pipeline import Parts, build_chain
 from sidecar.policy import parse_policy
@@ -44,6 +44,9 @@ class OneShot:
     path: str = "/"
     #: The query string, without '?'.
     query: str = ""
+    #: curl's `-k` (False: any certificate) and `--connect-timeout` (seconds).
+    verify_tls: bool = True
+    connect_timeout: float | None = None
 
 
 async def call(
@@ -51,12 +54,15 @@ async def call(
     clock: Clock = SYSTEM_CLOCK,
     store: Store | None = None,
     routes: RouteLookup | None = None,
+    egress: Egress | None = None,
 ) -> tuple[Response, Exchange]:
     """Run the chain for `request`; the caller reads the response, then `close`s it.
 
     `store` must be open; without one, state lives in memory for this call.
     `routes` (a `RouteTable` the caller has loaded with `refresh()`) is
     where `X-Route-Key` names are looked up; without it none is known.
+    `egress` vets the target (default: none, the user typed it); `mirapi
+    curl -L` passes a policy for redirect hops, and tests a resolver.
     Raises MirApiError for anything the sidecar would have answered itself.
     """
     lowered = [(name.lower(), value) for name, value in request.headers]
@@ -64,7 +70,11 @@ async def call(
     for name, value in lowered:
         first.setdefault(name, value)
     policy = parse_policy(first, request.timeout)
-    client = UpstreamClient(OpenEgress())
+    client = UpstreamClient(
+        egress or OpenEgress(),
+        verify_tls=request.verify_tls,
+        connect_timeout=request.connect_timeout,
+    )
     exchange = Exchange(
         method=request.method,
         path=request.path,

@@ -27,10 +27,10 @@ WHOLE_BODY_LIMIT = 64 * 1024
 
 
 @lru_cache(maxsize=64)
-def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+def _client_timeout(seconds: float, connect: float) -> aiohttp.ClientTimeout:
     # Connecting and each body read are bounded; the whole attempt is
     # bounded by the caller (asyncio.timeout), so no total here.
-    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
 
 
 @lru_cache(maxsize=1024)
@@ -62,14 +62,15 @@ class AiohttpStreamingTransport(httpx.AsyncBaseTransport):
         self._session = session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {}).get("read") or 30.0
+        timeouts = request.extensions.get("timeout", {})
+        timeout = timeouts.get("read") or 30.0
         response = await self._session.request(
             request.method,
             _yarl_url(str(request.url)),
             headers=request.headers.multi_items(),
             data=request.content or None,
             allow_redirects=False,
-            timeout=_client_timeout(timeout),
+            timeout=_client_timeout(timeout, timeouts.get("connect") or timeout),
         )
         length = response.content_length
         if length is not None and length <= WHOLE_BODY_LIMIT:

@@ -44,9 +44,12 @@ HOP_BY_HOP = frozenset(
 _AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-def _aiohttp_session(egress: Egress, max_connections: int) -> aiohttp.ClientSession:
+def _aiohttp_session(
+    egress: Egress, max_connections: int, verify_tls: bool = True
+) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=max_connections,
+        ssl=verify_tls,
         # The connection goes to the address the policy vetted (SPEC §3).
         resolver=VettedResolver(egress),
         ttl_dns_cache=10,
@@ -95,15 +98,20 @@ class UpstreamClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 256,
+        verify_tls: bool = True,
+        connect_timeout: float | None = None,
     ) -> None:
         self._egress = egress
         self._transport = transport
         self._max_connections = max_connections
+        # Both for `mirapi curl -k` and `--connect-timeout`; the sidecar keeps the defaults.
+        self._verify_tls = verify_tls
+        self._connect_timeout = connect_timeout
 
     def _get_transport(self) -> httpx.AsyncBaseTransport:
         # Built lazily: an aiohttp session must be made inside the running loop.
         if self._transport is None:
-            session = _aiohttp_session(self._egress, self._max_connections)
+            session = _aiohttp_session(self._egress, self._max_connections, self._verify_tls)
             self._transport = AiohttpStreamingTransport(session)
         return self._transport
 
@@ -125,7 +133,8 @@ class UpstreamClient:
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         await self._egress.vet(host, port)
-        request = _build_request(method, url, headers, body, timeout)
+        connect = min(timeout, self._connect_timeout or timeout)
+        request = _build_request(method, url, headers, body, timeout, connect)
         transport = self._get_transport()
         try:
             async with asyncio.timeout(timeout):
@@ -157,10 +166,10 @@ def _parsed_url(url: str) -> httpx.URL:
 
 
 def _build_request(
-    method: str, url: str, headers: Headers, body: bytes, timeout: float
+    method: str, url: str, headers: Headers, body: bytes, timeout: float, connect: float
 ) -> httpx.Request:
     extensions: dict[str, Any] = {
-        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        "timeout": {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
     }
     return httpx.Request(
         method, _parsed_url(url), headers=headers, content=body or None, extensions=extensions
