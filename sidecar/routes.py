@@ -19,6 +19,7 @@ routes`, and exported to / imported from TOML in the same shape:
     url = "https://api.stripe.com"
     timeout = "5s"                   # optional, this endpoint only
     headers = { "Stripe-Version" = "2024-06-20" }
+    secret = "stripe"                # optional: this endpoint's own secret
 
 Defaults are written exactly as the request headers are (the same parsers
 read them), so a route and a header never disagree about what `5m` means.
@@ -73,6 +74,8 @@ class Endpoint:
     headers: Headers = ()
     #: Per-attempt timeout for this endpoint, seconds; None: the route's.
     timeout: float | None = None
+    #: The stored secret sent to this endpoint (its host's), before the route's.
+    secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,12 @@ def encode(route: Route) -> bytes:
             "name": route.name,
             "strategy": route.strategy,
             "endpoints": [
-                {"url": e.url, "headers": [list(h) for h in e.headers], "timeout": e.timeout}
+                {
+                    "url": e.url,
+                    "headers": [list(h) for h in e.headers],
+                    "timeout": e.timeout,
+                    "secret": e.secret,
+                }
                 for e in route.endpoints
             ],
             "defaults": [list(h) for h in route.defaults.headers],
@@ -132,6 +140,7 @@ def decode(data: bytes) -> Route:
             url=str(e["url"]),
             headers=tuple((str(n), str(v)) for n, v in e.get("headers", ())),
             timeout=None if e.get("timeout") is None else float(e["timeout"]),
+            secret=e.get("secret"),
         )
         for e in raw["endpoints"]
     )
@@ -163,7 +172,7 @@ _ROUTE_KEYS = (
     "rate_limit",
     "endpoints",
 )
-_ENDPOINT_KEYS = ("url", "timeout", "headers")
+_ENDPOINT_KEYS = ("url", "timeout", "headers", "secret")
 #: RFC 9110 §5.6.2 token: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -231,9 +240,7 @@ def parse_route(name: str, table: Mapping[str, Any]) -> Route:
         if key in table
     )
 
-    secret = table.get("secret")
-    if secret is not None and (not isinstance(secret, str) or not NAME_PATTERN.fullmatch(secret)):
-        raise at("secret")("must be the name of a secret (letters, digits, '.', '_', '-')")
+    secret = _secret_name(table.get("secret"), at("secret"))
     pci_guard = table.get("pci_guard", True)
     race_writes = table.get("race_writes", False)
     for key, value in (("pci_guard", pci_guard), ("race_writes", race_writes)):
@@ -253,6 +260,14 @@ def parse_route(name: str, table: Mapping[str, Any]) -> Route:
         race_writes=race_writes,
         rate_limit=rate_limit,
     )
+
+
+def _secret_name(value: object, fail: _Fail) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise fail("must be the name of a secret (letters, digits, '.', '_', '-')")
+    return value
 
 
 def _rate_limit(value: object, fail: _Fail) -> str | None:
@@ -296,8 +311,12 @@ def _parse_endpoint(table: object, fail: _Fail) -> Endpoint:
             raise fail(f"timeout: {error}") from None
         if seconds <= 0:
             raise fail("timeout: must be longer than zero")
+    secret = _secret_name(table.get("secret"), lambda reason: fail(f"secret: {reason}"))
     return Endpoint(
-        url=url, headers=_endpoint_headers(table.get("headers", {}), fail), timeout=seconds
+        url=url,
+        headers=_endpoint_headers(table.get("headers", {}), fail),
+        timeout=seconds,
+        secret=secret,
     )
 
 
@@ -421,6 +440,8 @@ def _endpoint_table(endpoint: Endpoint) -> dict[str, Any]:
         table["timeout"] = format_duration(endpoint.timeout)
     if endpoint.headers:
         table["headers"] = dict(endpoint.headers)
+    if endpoint.secret is not None:
+        table["secret"] = endpoint.secret
     return table
 
 
@@ -459,14 +480,22 @@ def table_from_flags(
     breaker_threshold: int | None = None,
     breaker_cooldown: str | None = None,
     secret: str | None = None,
+    endpoint_secrets: Sequence[str] = (),
     pci_guard: bool = True,
     race_writes: bool = False,
     rate_limit: str | None = None,
 ) -> dict[str, Any]:
     """The route table that `mirapi routes add` flags describe, for `parse_route`.
 
-    A breaker threshold or cooldown turns the breaker on.
+    A breaker threshold or cooldown turns the breaker on. `endpoint_secrets`
+    pair with `endpoints` by position; "-" (or running out) means none.
     """
+    if len(endpoint_secrets) > len(endpoints):
+        raise RouteError(
+            f"{len(endpoint_secrets)} endpoint secrets for {len(endpoints)} endpoints:"
+            " give one per endpoint, in order ('-' for none)",
+            where="endpoint_secrets",
+        )
     table: dict[str, Any] = {
         key: value
         for key, value in (
@@ -494,4 +523,7 @@ def table_from_flags(
     if race_writes:
         table["race_writes"] = True
     table["endpoints"] = [{"url": url} for url in endpoints]
+    for endpoint, name in zip(table["endpoints"], endpoint_secrets, strict=False):
+        if name != "-":
+            endpoint["secret"] = name
     return table

@@ -101,6 +101,15 @@ def add(
     secret: Annotated[
         str | None, typer.Option(metavar="NAME", help="The stored secret to inject upstream.")
     ] = None,
+    endpoint_secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint-secret",
+            metavar="NAME",
+            help="The secret of the --endpoint at the same position ('-' for none); repeat.",
+            show_default=False,
+        ),
+    ] = None,
     no_pci_guard: Annotated[
         bool, typer.Option("--no-pci-guard", help="Do not scan bodies for card numbers.")
     ] = False,
@@ -121,24 +130,25 @@ def add(
     from mirapi_cli import output
     from sidecar import routes
 
-    table = routes.table_from_flags(
-        endpoint,
-        strategy=strategy,
-        retry=retry,
-        retry_delay=retry_delay,
-        retry_on=retry_on,
-        timeout=timeout,
-        deadline=deadline,
-        smart_cache=smart_cache,
-        circuit_breaker=circuit_breaker,
-        breaker_threshold=breaker_threshold,
-        breaker_cooldown=breaker_cooldown,
-        secret=secret,
-        pci_guard=not no_pci_guard,
-        race_writes=race_writes,
-        rate_limit=rate_limit,
-    )
     try:
+        table = routes.table_from_flags(
+            endpoint,
+            strategy=strategy,
+            retry=retry,
+            retry_delay=retry_delay,
+            retry_on=retry_on,
+            timeout=timeout,
+            deadline=deadline,
+            smart_cache=smart_cache,
+            circuit_breaker=circuit_breaker,
+            breaker_threshold=breaker_threshold,
+            breaker_cooldown=breaker_cooldown,
+            secret=secret,
+            endpoint_secrets=endpoint_secret or (),
+            pci_guard=not no_pci_guard,
+            race_writes=race_writes,
+            rate_limit=rate_limit,
+        )
         route = routes.parse_route(name, table)
     except routes.RouteError as error:
         raise CliError(_in_flag_words(error)) from None
@@ -344,6 +354,7 @@ _FLAGS = {
     "smart_cache": "--smart-cache",
     "circuit_breaker": "--circuit-breaker",
     "secret": "--secret",
+    "endpoint_secrets": "--endpoint-secret",
     "race_writes": "--race-writes",
     "rate_limit": "--rate-limit",
     "endpoints": "--endpoint",
@@ -368,6 +379,7 @@ def route_json(route: Route) -> dict[str, Any]:
                 "url": e.url,
                 "headers": dict(e.headers),
                 "timeout": None if e.timeout is None else format_duration(e.timeout),
+                "secret": e.secret,
             }
             for e in route.endpoints
         ],
@@ -387,6 +399,7 @@ def _route_table(route: Route) -> RenderableType:
     for n, e in enumerate(route.endpoints, 1):
         extras = [f"timeout {format_duration(e.timeout)}"] if e.timeout is not None else []
         extras += [f"{name}: {value}" for name, value in e.headers]
+        extras += [f"secret {e.secret}"] if e.secret is not None else []
         rows[f"endpoint {n}"] = "\n".join([e.url, *(f"  {x}" for x in extras)])
     keys = {header: key for key, header in DEFAULT_KEYS.items()}
     for header, value in route.defaults.headers:

@@ -4,23 +4,30 @@ Runs once per request, after Routing has set the targets and before the
 smart cache and any upstream attempt, so a locked secret fails fast (401
 secret_locked) and nothing is sent. It decides, per target URL, the
 headers to lay over every attempt to it (`Exchange.secret_headers`, which
-Forward applies last, over the endpoint's own headers). Which credential:
+Forward applies last, over the client's and the endpoint's own headers).
 
-1. `X-Identity-Key: VALUE` becomes `Authorization` for every target: `Bearer
-   VALUE`, or VALUE as it is when it holds a space (`Basic ...`). A
-   `mirapi:v1:` token there (`mirapi secrets encrypt`) is decrypted first.
-2. else `X-Proxy-Secret: NAME` (unknown: 400 bad_header),
-3. else the route's `secret` (unknown: 500 route_invalid),
-4. else, per target, the stored secret whose host is the target's host
-   (several: the first by name), unless the client or the endpoint already
-   sends that header: a host match is a default, not an override.
+`X-Identity-Key: VALUE` becomes `Authorization` for every target: `Bearer
+VALUE`, or VALUE as it is when it holds a space (`Basic ...`). A
+`mirapi:v1:` token there (`mirapi secrets encrypt`) is decrypted first.
 
-A named secret (2, 3) replaces the client's header of the same name, but
-only on targets on the secret's own host: a secret never leaves for
-another host, so `X-Proxy-Secret: stripe` with `X-Target-URL:
-https://evil.example` cannot carry the Stripe key away. A named secret none
-of the targets can take is an error (400 bad_header / 500 route_invalid);
-the other targets fall back to (4).
+Otherwise the secret is chosen per target, the first that applies:
+
+1. the route endpoint's own `secret` (on another host: 500 route_invalid),
+2. the route's `secret`, when it is for this target's host,
+3. `X-Proxy-Secret: NAME`, when it is for this target's host,
+4. the stored secret whose host is the target's host (several: the first
+   by name), unless the route endpoint itself sets that header.
+
+So every endpoint of a route and every failover URL gets its own host's
+secret and never another host's: `X-Proxy-Secret: stripe` with
+`X-Target-URL: https://evil.example` cannot carry the Stripe key away. A
+named secret (2, 3) whose host no target has is an error (500
+route_invalid / 400 bad_header); an unknown name is one too.
+
+The injected header replaces the client's of the same name. Every official
+SDK sends a key of its own (`OpenAI(api_key="unused")`: it refuses an
+empty one), and the point of a stored secret is that the app holds none,
+so a placeholder must never reach the upstream.
 
 The passphrase is `X-Proxy-Master-Key`, else the one the sidecar was
 unlocked with (`mirapi sidecar start --unlock`); none, or a wrong one: 401
@@ -34,6 +41,7 @@ from collections.abc import Callable, Mapping
 
 from sidecar.errors import BadHeader, MirApiError, RouteInvalid, SecretLocked
 from sidecar.exchange import Exchange, Next, Response
+from sidecar.routes import Endpoint
 from sidecar.secrets import Secret, SecretError, check_value, for_host, target_host
 from sidecar.vault import BadToken, Vault, WrongPassphrase, is_token
 
@@ -105,20 +113,20 @@ class InjectSecrets:
             header = ("authorization", await self._identity(identity, passphrase))
             return {url: (header,) for url in exchange.targets}
         stored = self._secrets()
-        chosen = self._named(exchange, stored)
+        named = self._named(exchange, stored)
         if not stored:
             return {}  # the common case without secrets: no URL parsing per request
         picked: dict[str, Secret] = {}
+        hosts = set()
         for index, url in enumerate(exchange.targets):
             host = target_host(url)
-            if chosen is not None and chosen.host == host:
-                picked[url] = chosen
-                continue
-            secret = for_host(stored, host)
-            if secret is not None and not _already_sent(exchange, index, secret):
+            hosts.add(host)
+            secret = self._for_target(exchange, index, host, stored, named)
+            if secret is not None:
                 picked[url] = secret
-        if chosen is not None and chosen not in picked.values():
-            raise self._misplaced(exchange, chosen)
+        for secret in named:
+            if secret.host not in hosts:
+                raise self._misplaced(exchange, secret)
         values: dict[str, tuple[str, str]] = {}
         plan: dict[str, InjectedHeaders] = {}
         for url, secret in picked.items():
@@ -127,6 +135,26 @@ class InjectSecrets:
                 values[secret.name] = secret.header_for(value)
             plan[url] = (values[secret.name],)
         return plan
+
+    def _for_target(
+        self,
+        exchange: Exchange,
+        index: int,
+        host: str,
+        stored: Mapping[str, Secret],
+        named: tuple[Secret, ...],
+    ) -> Secret | None:
+        """The secret for the target at `index`, in the order of the module docstring."""
+        endpoint = _endpoint_at(exchange, index)
+        if endpoint is not None and endpoint.secret is not None:
+            return _endpoint_secret(exchange, index, endpoint, host, stored)
+        for secret in named:
+            if secret.host == host:
+                return secret
+        matched = for_host(stored, host)
+        if matched is None or _endpoint_sets(exchange, index, matched):
+            return None
+        return matched
 
     async def _identity(self, raw: str, passphrase: _Passphrase) -> str:
         value = raw.strip()
@@ -145,29 +173,32 @@ class InjectSecrets:
                 raise BadHeader("X-Identity-Key", "the token holds no usable value") from None
         return identity_authorization(value)
 
-    def _named(self, exchange: Exchange, stored: Mapping[str, Secret]) -> Secret | None:
-        """The secret the request or its route names, or None."""
+    def _named(self, exchange: Exchange, stored: Mapping[str, Secret]) -> tuple[Secret, ...]:
+        """The secrets the route and then the request name, in that order of precedence."""
+        named: list[Secret] = []
+        route = exchange.route
+        if route is not None and route.secret is not None:
+            secret = stored.get(route.secret)
+            if secret is None:
+                raise RouteInvalid(
+                    f"route {route.name!r} names secret {route.secret!r}, which is gone"
+                )
+            named.append(secret)
         name = exchange.header(PICK)
         if name is not None:
             name = name.strip()
             secret = stored.get(name)
             if secret is None:
                 raise BadHeader("X-Proxy-Secret", f"no secret named {name!r}")
-            return secret
-        route = exchange.route
-        if route is None or route.secret is None:
-            return None
-        secret = stored.get(route.secret)
-        if secret is None:
-            raise RouteInvalid(f"route {route.name!r} names secret {route.secret!r}, which is gone")
-        return secret
+            named.append(secret)
+        return tuple(named)
 
     def _misplaced(self, exchange: Exchange, secret: Secret) -> MirApiError:
         why = f"secret {secret.name!r} is for host {secret.host}, which no target here has"
-        if exchange.header(PICK) is not None:
-            return BadHeader("X-Proxy-Secret", why)
-        assert exchange.route is not None
-        return RouteInvalid(f"route {exchange.route.name!r}: {why}")
+        route = exchange.route
+        if route is not None and route.secret == secret.name:
+            return RouteInvalid(f"route {route.name!r}: {why}")
+        return BadHeader("X-Proxy-Secret", why)
 
     async def _decrypt(self, secret: Secret, passphrase: _Passphrase) -> str:
         try:
@@ -182,11 +213,37 @@ class InjectSecrets:
             ) from None
 
 
-def _already_sent(exchange: Exchange, index: int, secret: Secret) -> bool:
-    """Whether the client, or the route endpoint at `index`, sends the secret's header."""
+def _endpoint_at(exchange: Exchange, index: int) -> Endpoint | None:
+    """The route endpoint the target at `index` was made from (route mode only)."""
+    route = exchange.route
+    if route is None or index >= len(route.endpoints):
+        return None
+    return route.endpoints[index]
+
+
+def _endpoint_secret(
+    exchange: Exchange, index: int, endpoint: Endpoint, host: str, stored: Mapping[str, Secret]
+) -> Secret:
+    """The endpoint's own secret; it must exist and be for the endpoint's host."""
+    assert exchange.route is not None and endpoint.secret is not None
+    where = f"route {exchange.route.name!r}, endpoint {index + 1}"
+    secret = stored.get(endpoint.secret)
+    if secret is None:
+        raise RouteInvalid(f"{where} names secret {endpoint.secret!r}, which is gone")
+    if secret.host != host:
+        raise RouteInvalid(
+            f"{where}: secret {secret.name!r} is for host {secret.host}, not {host or 'this one'}"
+        )
+    return secret
+
+
+def _endpoint_sets(exchange: Exchange, index: int, secret: Secret) -> bool:
+    """Whether the route endpoint at `index` sets the secret's header itself.
+
+    An operator's explicit endpoint header beats a host-matched default; the
+    client's own header does not (it is the SDK's placeholder).
+    """
+    if index >= len(exchange.target_options):
+        return False
     name = secret.header.lower()
-    if exchange.header(name) is not None:
-        return True
-    if index < len(exchange.target_options):
-        return any(header == name for header, _ in exchange.target_options[index].headers)
-    return False
+    return any(header == name for header, _ in exchange.target_options[index].headers)

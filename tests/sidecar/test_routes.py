@@ -42,6 +42,7 @@ headers = { "Stripe-Version" = "2024-06-20" }
 
 [[routes.payments.endpoints]]
 url = "https://backup.example/v1?region=eu"
+secret = "backup"
 
 [routes."llm.fast"]
 strategy = "race"
@@ -62,7 +63,7 @@ def test_a_full_definition_is_read_into_a_route() -> None:
         name="payments",
         endpoints=(
             Endpoint("https://api.stripe.com", (("Stripe-Version", "2024-06-20"),), 5.0),
-            Endpoint("https://backup.example/v1?region=eu"),
+            Endpoint("https://backup.example/v1?region=eu", secret="backup"),
         ),
         strategy="priority",
         defaults=RouteDefaults(
@@ -368,6 +369,19 @@ def test_flags_make_the_table_parse_route_reads() -> None:
     )
     assert (route.strategy, route.pci_guard, route.race_writes) == ("race", False, True)
     assert table_from_flags(["https://a"], circuit_breaker=True)["circuit_breaker"] == "on"
+
+
+def test_endpoint_secrets_pair_with_endpoints_by_position() -> None:
+    table = table_from_flags(
+        ["https://a.example", "https://b.example", "https://c.example"],
+        endpoint_secrets=["-", "b-key"],
+    )
+    route = parse_route("r", table)
+    assert [e.secret for e in route.endpoints] == [None, "b-key", None]
+    with pytest.raises(RouteError, match="2 endpoint secrets for 1 endpoints"):
+        table_from_flags(["https://a.example"], endpoint_secrets=["a", "b"])
+    with pytest.raises(RouteError, match="endpoint 1: secret: must be the name of a secret"):
+        parse_route("r", {"endpoints": [{"url": "https://a.example", "secret": "no spaces"}]})
     assert "circuit_breaker" not in table_from_flags(["https://a"])
 
 
@@ -384,10 +398,11 @@ _header_values = st.text(
     st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20
 )
 _endpoints = st.builds(
-    lambda host, path, headers, timeout: {
+    lambda host, path, headers, timeout, secret: {
         "url": f"https://{host}.example{path}",
         **({"headers": headers} if headers else {}),
         **({"timeout": timeout} if timeout else {}),
+        **({"secret": secret} if secret else {}),
     },
     st.from_regex(r"[a-z][a-z0-9]{0,10}", fullmatch=True),
     st.sampled_from(["", "/", "/v1", "/v1/chat?x=1"]),
@@ -401,6 +416,7 @@ _endpoints = st.builds(
         st.none(),
         st.sampled_from(["5s", "250ms", "1.5s", "0.001s", "2m", "1h", "1500", "90s", "3.25s"]),
     ),
+    st.one_of(st.none(), _names),
 )
 _defaults = st.fixed_dictionaries(
     {},

@@ -115,8 +115,12 @@ async def test_each_target_gets_its_own_hosts_secret_and_other_hosts_get_none() 
     }
 
 
-async def test_a_host_match_never_overrides_a_header_the_client_or_the_endpoint_sends() -> None:
-    assert await injected(exchange(STRIPE, Authorization="Bearer mine")) == {}
+async def test_a_host_match_replaces_the_clients_placeholder_but_not_an_endpoints_header() -> None:
+    # Every SDK sends a key of its own (OpenAI(api_key="x")): the secret replaces it.
+    assert await injected(exchange(STRIPE, Authorization="Bearer x")) == {
+        STRIPE: (("authorization", "Bearer sk_live_1"),)
+    }
+    # An operator's explicit endpoint header stays.
     endpoint = TargetOptions(headers=(("x-api-key", "route's own"),))
     plan = await injected(exchange(STRIPE, OPENAI, options=(TargetOptions(), endpoint)))
     assert plan == {STRIPE: (("authorization", "Bearer sk_live_1"),)}
@@ -206,14 +210,42 @@ def route(secret: str | None, *urls: str) -> Route:
     return Route("pay", tuple(Endpoint(url) for url in urls or (STRIPE,)), secret=secret)
 
 
-async def test_the_routes_secret_applies_and_x_proxy_secret_overrides_it() -> None:
+async def test_the_routes_secret_applies_on_its_host_before_x_proxy_secret() -> None:
     pay = route("stripe-test", STRIPE, OPENAI)
     assert await injected(exchange(STRIPE, OPENAI, route=pay)) == {
         STRIPE: (("authorization", "Bearer sk_test_2"),),
         OPENAI: (("x-api-key", "oa_key_3"),),
     }
     ex = exchange(STRIPE, route=route("stripe-test"), X_Proxy_Secret="stripe")
-    assert await injected(ex) == {STRIPE: (("authorization", "Bearer sk_live_1"),)}
+    assert await injected(ex) == {STRIPE: (("authorization", "Bearer sk_test_2"),)}
+
+
+def endpoints(*pairs: tuple[str, str | None], secret: str | None = None) -> Route:
+    return Route("pay", tuple(Endpoint(url, secret=name) for url, name in pairs), secret=secret)
+
+
+async def test_an_endpoints_own_secret_comes_first_and_the_others_keep_their_hosts() -> None:
+    pay = endpoints((STRIPE, "stripe-test"), (OPENAI, None), secret="stripe")
+    ex = exchange(STRIPE, OPENAI, route=pay, Authorization="Bearer placeholder")
+    assert await injected(ex) == {
+        STRIPE: (("authorization", "Bearer sk_test_2"),),
+        OPENAI: (("x-api-key", "oa_key_3"),),
+    }
+
+
+async def test_an_endpoint_secret_that_is_gone_or_for_another_host_is_route_invalid() -> None:
+    gone = await refused(exchange(STRIPE, route=endpoints((STRIPE, "deleted"))))
+    assert isinstance(gone, RouteInvalid) and "endpoint 1" in gone.message
+    elsewhere = await refused(exchange(OPENAI, route=endpoints((OPENAI, "stripe"))))
+    assert isinstance(elsewhere, RouteInvalid) and "api.stripe.com" in elsewhere.message
+
+
+async def test_failover_urls_each_get_their_own_hosts_secret_never_the_named_one() -> None:
+    ex = exchange(STRIPE, OPENAI, X_Proxy_Secret="stripe-test", Authorization="Bearer x")
+    assert await injected(ex) == {
+        STRIPE: (("authorization", "Bearer sk_test_2"),),
+        OPENAI: (("x-api-key", "oa_key_3"),),
+    }
 
 
 async def test_a_route_naming_a_missing_or_misplaced_secret_is_route_invalid() -> None:
@@ -320,8 +352,8 @@ async def test_the_upstream_sees_each_endpoints_own_secret_and_no_proxy_header(
     assert response.status == 200
     seen = seen_by_host(upstream)
     assert seen["a.test"]["authorization"] == "Bearer VALUE_A"
-    # The client sent X-Key itself: b's host match does not override it.
-    assert seen["b.test"]["x-key"] == "client's" and "authorization" not in seen["b.test"]
+    # The client sent X-Key itself (an SDK's placeholder): b's own secret replaces it.
+    assert seen["b.test"]["x-key"] == "Bearer VALUE_B" and "authorization" not in seen["b.test"]
     for headers in seen.values():
         assert not any(name.startswith(("x-proxy-", "x-identity-")) for name in headers)
 
