@@ -40,6 +40,11 @@ class MirApiError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    #: The sidecar is final about this answer: a client retrying it gains nothing
+    #: (a policy refused the call, or the sidecar's own retries are spent). Sent
+    #: as `x-should-retry: false` (SPEC §2.9), which the official OpenAI and
+    #: Anthropic SDKs obey, so an app's client does not multiply our retries.
+    final: bool = True
 
     def __init__(
         self,
@@ -125,6 +130,7 @@ class NotFound(MirApiError):
 class IdempotencyConflict(MirApiError):
     status = 409
     code = "idempotency_in_flight"
+    final = False  # come back after Retry-After: the first call's answer will be there
 
 
 class PayloadTooLarge(MirApiError):
@@ -145,6 +151,7 @@ class RateLimited(MirApiError):
 class UpstreamUnreachable(MirApiError):
     status = 502
     code = "upstream_unreachable"
+    final = False  # unless the sidecar retried or failed over (stages/respond.py)
 
 
 class ServiceUnavailable(MirApiError):
@@ -162,17 +169,20 @@ class VaultBusy(ServiceUnavailable):
     """Too many passphrase derivations queued: fail fast rather than burn the CPU."""
 
     code = "vault_busy"
+    final = False
 
 
 class StoreUnavailable(ServiceUnavailable):
     """The store (Redis, SQLite) did not answer; raised only by store backends."""
 
     code = "store_unavailable"
+    final = False
 
 
 class GatewayTimeout(MirApiError):
     status = 504
     code = "upstream_timeout"
+    final = False  # unless retried, failed over or past X-Deadline (stages/respond.py)
 
 
 class RouteInvalid(MirApiError):
@@ -180,6 +190,10 @@ class RouteInvalid(MirApiError):
 
     status = 500
     code = "route_invalid"
+
+
+#: What the official OpenAI and Anthropic SDKs read to skip their own retries.
+SHOULD_NOT_RETRY = ("x-should-retry", "false")
 
 
 def error_body(error: MirApiError, request_id: str) -> bytes:
@@ -198,6 +212,8 @@ def error_headers(error: MirApiError, request_id: str) -> list[tuple[str, str]]:
     ]
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
+    if error.final:
+        headers.append(SHOULD_NOT_RETRY)
     headers.extend(error.headers)
     return headers
 

@@ -1,6 +1,11 @@
 """The response the client sees (SPEC §2.9): request id, rescue, extract, debug.
 
 Adds `X-Request-ID` always and `X-Rescued` only when a rescue happened.
+A failure answer the sidecar is final about carries `x-should-retry: false`
+(SPEC §2.9): its own refusals always (errors.py, `MirApiError.final`), and
+an upstream's failure, or a 502/504 of ours, once the sidecar's own retries
+or failover were in force for the call, or X-Deadline ran out. A call with
+no retry policy of ours keeps the SDK's retries as they were.
 `X-Extract: /json/pointer` answers with just that part of a JSON response.
 `X-Proxy-Debug: on` adds `X-MirApi-Attempts`, `X-MirApi-Upstream` and
 `Server-Timing`; without it no other proxy header is added.
@@ -13,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import MirApiError
+from sidecar.errors import SHOULD_NOT_RETRY, MirApiError
 from sidecar.exchange import Exchange, Next, Response
 
 
@@ -45,6 +50,11 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
     return node
 
 
+def retried_for_the_client(exchange: Exchange) -> bool:
+    """Whether the sidecar's retries or failover were in force for this call."""
+    return exchange.policy.retry_count > 0 or len(exchange.targets) > 1
+
+
 class Respond:
     """Decorates the final response; outermost, so it sees every rescue."""
 
@@ -52,9 +62,19 @@ class Respond:
         self._max_body = max_body
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
-        response = await call_next(exchange)
+        try:
+            response = await call_next(exchange)
+        except MirApiError as error:
+            if error.code == "deadline_exceeded" or retried_for_the_client(exchange):
+                error.final = True
+            raise
         if exchange.policy.extract is not None and 200 <= response.status < 300:
             response = await self._extract(response, exchange.policy.extract)
+        if response.status >= 400 and retried_for_the_client(exchange):
+            # The upstream's own x-should-retry (OpenAI sends one) is about one
+            # attempt; ours covers the retries already spent on it.
+            response.headers = [h for h in response.headers if h[0] != SHOULD_NOT_RETRY[0]]
+            response.headers.append(SHOULD_NOT_RETRY)
         response.headers.append(("x-request-id", exchange.request_id))
         if exchange.rescue is not None:
             response.headers.append(("x-rescued", exchange.rescue))
