@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,12 +95,13 @@ def loop() -> Iterator[FakeLoop]:
         yield made
 
 
+@contextmanager
 def start_sidecar(
     base: Path, routes: str, secrets: tuple[SecretSpec, ...] = ()
 ) -> Iterator[Sidecar]:
     """Add `secrets`, import `routes`, start a sidecar (unlocked when secrets exist).
 
-    A generator for module fixtures: yields the running sidecar, stops it after.
+    The running sidecar, in a data dir under `base`; stopped on leaving.
     """
     config = base / "config.toml"
     config.write_text("")

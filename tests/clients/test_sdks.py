@@ -45,7 +45,8 @@ def fakes(loop: FakeLoop) -> Fakes:
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory: pytest.TempPathFactory, fakes: Fakes) -> Iterator[Sidecar]:
     routes = route_table(chat=fakes.chat.url, claude=fakes.claude.url, pay=fakes.pay.url)
-    yield from start_sidecar(tmp_path_factory.mktemp("sdks"), routes)
+    with start_sidecar(tmp_path_factory.mktemp("sdks"), routes) as sidecar:
+        yield sidecar
 
 
 @pytest.fixture
