@@ -8,6 +8,18 @@ ten: millisecond timestamps, order ids, phone numbers. A card starts a
 digit group (the byte before it is no digit) and spans whole groups: a
 group of more than 19 digits is no card, real card numbers are delimited.
 
+Runs of 17-19 digits count only in a card context (`in_card_context`):
+18-19 digit ids (Discord and Twitter snowflakes, order numbers) are
+everywhere, and one in ten with a brand's prefix passes Luhn, while
+nearly every card in use has 16 digits or fewer. The context is the
+number's *label*: the `LABEL_BYTES` before it, back to the last field
+boundary (`,` `;` `&` `?` `{` `}`). It is a card context when a word in it
+(letters, camelCase split) is a card word (`CARD_WORDS`: `card`, `pan`,
+`cc`, `visa`...), or when the label is a key named `number` on its own
+(`{"number": `, `number=`, `card[number]=`; not `order_number`, not
+"order number"). The label is read only for a 17-19 digit run that already
+passed the brand table and Luhn, so it costs nothing on the common path.
+
 The scan runs on every request, so it is built in two tiers, and the
 common case never leaves C code:
 
@@ -40,12 +52,53 @@ definition above, spelt out the slow way.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from urllib.parse import unquote_to_bytes
 
 _SEPARATOR = re.compile(rb"([ -])")
 
 MIN_DIGITS = 12
 MAX_DIGITS = 19
+#: Longer runs count as card numbers only in a card context.
+MAX_DIGITS_WITHOUT_CONTEXT = 16
+#: How far before a 17-19 digit run its label reaches, at most.
+LABEL_BYTES = 32
+
+#: Words that make a label a card context (lower case; `number` is a rule of its own).
+CARD_WORDS = frozenset(
+    {
+        "card",
+        "cards",
+        "cardnumber",
+        "cardno",
+        "pan",
+        "cc",
+        "ccn",
+        "ccnum",
+        "ccnumber",
+        "creditcard",
+        "debitcard",
+        "credit",
+        "debit",
+        "visa",
+        "mastercard",
+        "amex",
+        "discover",
+        "maestro",
+        "unionpay",
+        "jcb",
+        "diners",
+    }
+)
+_CARD_WORD_BYTES = frozenset(word.encode() for word in CARD_WORDS)
+#: A label ends at the last of these: they end a JSON member, a form or query pair.
+_FIELD_BOUNDARY = re.compile(rb"[,;&?{}]")
+#: Words: runs of ASCII letters, camelCase split (`cardNumber`, `CCNumber`).
+_WORD = re.compile(rb"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+#: A key named `number` on its own, then only quotes, `:`, `=`, `>`, `]`,
+#: blanks: not part of a longer name (`order_number`, `orderNumber`) or phrase.
+_NUMBER_KEY = re.compile(rb"(?:^|[^A-Za-z0-9_ .\t-])number[\"'\\ :=>\]\r\n\t]{0,6}$", re.IGNORECASE)
 
 #: (first prefix, last prefix, lengths): the IIN ranges DLP tools use.
 #: Prefixes are compared on their own number of leading digits. Broad
@@ -185,51 +238,80 @@ def in_brand_table(digits: bytes) -> bool:
 
 
 def is_card_number(digits: bytes) -> bool:
-    """True when the plain digit string `digits` is a plausible card number."""
+    """True when the plain digit string `digits` is a plausible card number.
+
+    For 17-19 digits that is not enough: they also need a card context.
+    """
     return MIN_DIGITS <= len(digits) <= MAX_DIGITS and in_brand_table(digits) and luhn_valid(digits)
 
 
-def _first_window(groups: list[bytes], remaining: int) -> int | None:
-    """The index of the first group that starts a card number, or None.
+def in_card_context(data: bytes, start: int) -> bool:
+    """True when the number at `data[start]` has a card label (see the module doc)."""
+    label = _FIELD_BOUNDARY.split(data[max(0, start - LABEL_BYTES) : start])[-1]
+    if any(word.lower() in _CARD_WORD_BYTES for word in _WORD.findall(label)):
+        return True
+    return _NUMBER_KEY.search(label) is not None
 
-    `groups` are the digit groups of a run joined by one kind of separator,
-    in order (empty where two separators meet), `remaining` their digits in
-    all. A window extends over whole, non-empty groups.
+
+#: Told a run offset, says whether a 17-19 digit number starting there is in a card context.
+Labelled = Callable[[int], bool]
+Span = tuple[int, int]
+
+
+def _first_window(groups: list[bytes], remaining: int, labelled: Labelled) -> Span | None:
+    """The span in the run of the first card number, or None.
+
+    `groups` are the digit groups of a run joined by one kind of
+    single-byte separator, in order (empty where two separators meet),
+    `remaining` their digits in all. A window extends over whole, non-empty
+    groups.
     """
+    offset = 0
     for first, group in enumerate(groups):
         if remaining < MIN_DIGITS:
             return None
         remaining -= len(group)
+        start = offset
+        offset += len(group) + 1
         if not group or group[0] not in _BRAND_FIRST_DIGITS:
             continue
         digits = group
         following = first + 1
+        end = offset - 1
         while len(digits) <= MAX_DIGITS:
-            if len(digits) >= MIN_DIGITS and is_card_number(digits):
-                return first
+            if (
+                len(digits) >= MIN_DIGITS
+                and is_card_number(digits)
+                and (len(digits) <= MAX_DIGITS_WITHOUT_CONTEXT or labelled(start))
+            ):
+                return start, end
             if following == len(groups) or not groups[following]:
                 break
             digits += groups[following]
+            end += 1 + len(groups[following])
             following += 1
     return None
 
 
-def _card_in_run(run: bytes) -> int | None:
-    """The offset in `run` (a candidate match) of the first card number, or None."""
+def _card_in_run(run: bytes, labelled: Labelled) -> Span | None:
+    """The span in `run` (a candidate match) of the first card number, or None."""
     if run.isdigit():
-        return 0 if is_card_number(run) else None
+        if len(run) <= MAX_DIGITS_WITHOUT_CONTEXT or labelled(0):
+            return (0, len(run)) if is_card_number(run) else None
+        return None
     has_space = b" " in run
     if has_space and b"-" in run:
-        return _mixed_run(run)
+        return _mixed_run(run, labelled)
     groups = run.split(b" " if has_space else b"-")
-    first = _first_window(groups, len(run) - len(groups) + 1)
-    if first is None:
-        return None
-    # Every separator is one byte, so a group's offset is its digits before plus its index.
-    return sum(len(group) for group in groups[:first]) + first
+    return _first_window(groups, len(run) - len(groups) + 1, labelled)
 
 
-def _mixed_run(run: bytes) -> int | None:
+def _shifted(labelled: Labelled, by: int, offset: int) -> bool:
+    """`labelled` for a window that starts `by` bytes into the run."""
+    return labelled(by + offset)
+
+
+def _mixed_run(run: bytes, labelled: Labelled) -> Span | None:
     """`_card_in_run` for a run with both spaces and dashes (rare, so the slow way)."""
     parts = _SEPARATOR.split(run)
     groups = parts[::2]
@@ -243,14 +325,15 @@ def _mixed_run(run: bytes) -> int | None:
             if separators[following - 1] != kind:
                 break
             window.append(groups[following])
-        if _first_window(window, sum(map(len, window))) == 0:
-            return offset
+        found = _first_window(window, sum(map(len, window)), partial(_shifted, labelled, offset))
+        if found is not None and found[0] == 0:
+            return offset, offset + found[1]
         offset += len(groups[first]) + 1
     return None
 
 
-def _card_in_match(data: bytes, match: re.Match[bytes]) -> int | None:
-    """The offset in `data` of the first card number in the `_CANDIDATE` match, or None."""
+def _card_in_match(data: bytes, match: re.Match[bytes]) -> Span | None:
+    """The span in `data` of the first card number in the `_CANDIDATE` match, or None."""
     start = match.start()
     run = match.group()
     if start and data[start - 1] in _DIGITS:
@@ -262,8 +345,8 @@ def _card_in_match(data: bytes, match: re.Match[bytes]) -> int | None:
             return None
         start += cut + 1
         run = run[cut + 1 :]
-    found = _card_in_run(run)
-    return None if found is None else start + found
+    found = _card_in_run(run, lambda offset: in_card_context(data, start + offset))
+    return None if found is None else (start + found[0], start + found[1])
 
 
 def _kept(data: bytes, start: int, end: int, kept_after: int) -> int:
@@ -304,11 +387,20 @@ def _next_hit(screen: re.Pattern[bytes], squeezed: bytes, at: int) -> int:
 
 def find_card_number(data: bytes) -> int | None:
     """The byte offset of the first card number in `data`, or None."""
+    found = find_card(data)
+    return None if found is None else found[0]
+
+
+def find_card(data: bytes, start: int = 0) -> Span | None:
+    """(start, end) of the first card number in `data` that starts at `start` or later.
+
+    `start` is 0 or the end of a card found before (never inside a group).
+    """
     squeezed = data.translate(_SQUEEZE, b" -")
     length = len(squeezed)
-    ahead = [_next_hit(screen, squeezed, 0) for screen in _SCREENS]
     # Invariant: no card starts before `start`, and `at` is its squeezed offset.
-    start = at = 0
+    at = start - data.count(b" ", 0, start) - data.count(b"-", 0, start) if start else 0
+    ahead = [_next_hit(screen, squeezed, at) for screen in _SCREENS]
     while True:
         # No screen hit between `at` and the nearest one: no card starts there either.
         target = min(ahead)
@@ -326,6 +418,77 @@ def find_card_number(data: bytes) -> int | None:
         for index, hit in enumerate(ahead):
             if hit < at:
                 ahead[index] = _next_hit(_SCREENS[index], squeezed, at)
+
+
+def card_spans(data: bytes) -> list[Span]:
+    """The (start, end) of every card number in `data`, in order."""
+    spans: list[Span] = []
+    found = find_card(data)
+    while found is not None:
+        spans.append(found)
+        found = find_card(data, found[1])
+    return spans
+
+
+def _masked(out: bytes, text: bytes, places: list[Span] | None) -> bytes:
+    """`out` with each card number in `text` masked but for its own last four digits.
+
+    `places[i]` is where in `out` the byte `text[i]` is spelt (None: `text`
+    is `out`); each masked digit becomes one `*` there.
+    """
+    masked: list[int] = []
+    for start, end in card_spans(text):
+        digits = [i for i in range(start, end) if text[i] in _DIGITS]
+        masked.extend(digits[:-4])
+    if not masked:
+        return out
+    result = bytearray(out)
+    # Right to left, so an escape turned into one `*` moves none still to do.
+    for index in reversed(masked):
+        begin, end = (index, index + 1) if places is None else places[index]
+        result[begin:end] = b"*"
+    return bytes(result)
+
+
+def mask_card_numbers(data: bytes) -> bytes:
+    """`data` with every card number's digits but its last four turned into `*`.
+
+    As sent and, where `+` or `%` could hide one, URL-decoded: there the
+    bytes that spell a digit (`%34` or `4`) become one `*` where they
+    stand, so the result decodes to a masked number too. Everything else
+    (separators included) is kept as it was. Masking can make a new card
+    (a `*` before a digit that was inside a group now starts one), so it
+    goes on until a pass finds none.
+    """
+    while True:
+        masked = _masked(data, data, None)
+        if may_be_encoded(masked):
+            decoded, places = _decoded_with_places(masked)
+            masked = _masked(masked, decoded, places)
+        if masked == data:
+            return masked
+        data = masked
+
+
+def _decoded_with_places(data: bytes) -> tuple[bytes, list[Span]]:
+    """`url_decoded(data)` and, per decoded byte, the (start, end) of the bytes that spell it."""
+    decoded = bytearray()
+    places: list[Span] = []
+    index = 0
+    while index < len(data):
+        byte = data[index]
+        if byte == ord("%") and _HEX.fullmatch(data, index + 1, index + 3):
+            decoded.append(int(data[index + 1 : index + 3], 16))
+            places.append((index, index + 3))
+            index += 3
+            continue
+        decoded.append(ord(" ") if byte == ord("+") else byte)
+        places.append((index, index + 1))
+        index += 1
+    return bytes(decoded), places
+
+
+_HEX = re.compile(rb"[0-9A-Fa-f]{2}")
 
 
 def url_decoded(data: bytes) -> bytes:

@@ -13,7 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.pci import BRANDS, find_card_number, in_brand_table, luhn_valid, url_decoded
+from sidecar.pci import (
+    BRANDS,
+    LABEL_BYTES,
+    find_card,
+    find_card_number,
+    in_brand_table,
+    in_card_context,
+    luhn_valid,
+    mask_card_numbers,
+    url_decoded,
+)
 
 # Test numbers the brands publish for sandboxes.
 TEST_CARDS = [
@@ -81,9 +91,11 @@ def test_published_test_cards_are_found_plain_and_grouped(
 def test_every_brand_card_in_any_grouping_is_found_at_its_offset(
     card: str, grouping: tuple[str, int], before: str, after: str
 ) -> None:
+    # 17-19 digits count in a card context only: a card key right before them.
+    label = '"card":"' if len(card) > 16 else ""
     text = grouped(card, *grouping)
-    data = f"{before}{text}{after}".encode()
-    assert find_card_number(data) == len(before.encode())
+    data = f"{before}{label}{text}{after}".encode()
+    assert find_card_number(data) == len(f"{before}{label}".encode())
 
 
 @settings(max_examples=300, deadline=None)
@@ -161,6 +173,134 @@ def test_the_brand_table_checks_lengths() -> None:
     assert not in_brand_table(b"1700000000000")
 
 
+# --- 17-19 digits: only in a card context ---
+
+#: Luhn-valid, in a brand's range at a length it issues, 17-19 digits.
+DISCORD_SNOWFLAKE = "658377835337406812"  # Discover's 65, 18 digits
+LONG_DISCOVER = "6011000000000000001"  # 19 digits
+LONG_UNIONPAY = "620000000000000005"  # 18 digits
+LONG_VISA = "4539000000000000003"  # 19 digits
+
+
+@pytest.mark.parametrize("number", [DISCORD_SNOWFLAKE, LONG_DISCOVER, LONG_UNIONPAY, LONG_VISA])
+def test_the_long_numbers_used_below_are_brand_and_luhn_valid(number: str) -> None:
+    assert textbook_brand(number) and textbook_luhn(number) and 17 <= len(number) <= 19
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"channel_id": "658377835337406812"}',  # issue 13: a Discord snowflake
+        '{"guild_id":658377835337406812,"id":"6011000000000000001"}',
+        '{"order_number": "6011000000000000001"}',  # `number`, but not alone
+        '{"orderNumber":"6011 0000 0000 0000 001"}',
+        "order-number=620000000000000005",
+        "order number 4539000000000000003",  # free text, no card word
+        '{"card":"tok_visa","ref":"4539000000000000003"}',  # the card key is another field's
+        '{"cards": 2, "total": 1, "id": "658377835337406812"}',
+        "/channels/658377835337406812/messages",
+        '{"message":"shipped","tracking":"4539 0000 0000 0000 003"}',
+    ],
+)
+def test_a_long_number_outside_a_card_context_passes(text: str) -> None:
+    assert find_card_number(text.encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ('{"card": "6011000000000000001"}', LONG_DISCOVER),
+        ('{"card":{"number":"6011 0000 0000 0000 001"}}', "6011 0000 0000 0000 001"),
+        ('{"number": 658377835337406812}', DISCORD_SNOWFLAKE),  # `number` as the whole key
+        ('{"pan":"620000000000000005"}', LONG_UNIONPAY),
+        ('{"cc": "4539-0000-0000-0000-003"}', "4539-0000-0000-0000-003"),
+        ('{"card_number": "4539000000000000003"}', LONG_VISA),
+        ('{"cardNumber": "4539000000000000003"}', LONG_VISA),
+        ('{"CCNumber": "4539000000000000003"}', LONG_VISA),
+        ('{"ccnum": "4539000000000000003"}', LONG_VISA),
+        ("amount=100&card[number]=6011000000000000001", LONG_DISCOVER),
+        ("number=6011000000000000001&exp=12/30", LONG_DISCOVER),
+        (
+            '--b\r\nContent-Disposition: form-data; name="pan"\r\n\r\n620000000000000005',
+            LONG_UNIONPAY,
+        ),
+        ("<card><number>6011000000000000001</number></card>", LONG_DISCOVER),
+        ("please charge my card 4539 0000 0000 0000 003 today", "4539 0000 0000 0000 003"),
+        ("Visa ending 4539000000000000003", LONG_VISA),
+        ("/v1/cards/658377835337406812", DISCORD_SNOWFLAKE),
+        ("x-card-number: 6011000000000000001", LONG_DISCOVER),
+    ],
+)
+def test_a_long_number_in_a_card_context_is_found(text: str, number: str) -> None:
+    assert find_card_number(text.encode()) == text.index(number)
+
+
+def test_the_label_is_the_bytes_just_before_the_number_back_to_a_field_boundary() -> None:
+    data = b'{"card": "' + LONG_VISA.encode() + b'"}'
+    assert in_card_context(data, data.index(b"4539"))
+    # Too far: more than LABEL_BYTES between the card word and the digits.
+    far = b"card " + b"x" * LABEL_BYTES + b" " + LONG_VISA.encode()
+    assert not in_card_context(far, far.index(b"4539"))
+    assert find_card_number(far) is None
+    # A field boundary (`,` `;` `&` `?` `{` `}`) between them ends the label.
+    for boundary in b",;&?{}":
+        cut = b"card " + bytes([boundary]) + b" " + LONG_VISA.encode()
+        assert find_card_number(cut) is None, cut
+
+
+def test_a_16_digit_card_needs_no_context_and_a_grouped_19_digit_run_holds_one() -> None:
+    assert find_card_number(b'{"order_id":"4111111111111111"}') == 13
+    # The first four groups of a 19-digit run are a 16-digit Visa: found without context.
+    assert find_card_number(b"ref 4111 1111 1111 1111 003") == 4
+
+
+def test_a_long_number_without_context_does_not_hide_a_card_after_it() -> None:
+    data = f'{{"channel_id":"{DISCORD_SNOWFLAKE}","note":"4111 1111 1111 1111"}}'.encode()
+    assert find_card_number(data) == data.index(b"4111")
+
+
+# --- spans and masking ---
+
+
+def test_find_card_gives_the_span_from_a_start() -> None:
+    data = b"a 4111-1111-1111-1111 b 5555555555554444 c"
+    assert find_card(data) == (2, 21)
+    assert find_card(data, 21) == (24, 40)
+    assert find_card(data, 40) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("4111111111111111", "************1111"),
+        ("card 4111 1111 1111 1111.", "card **** **** **** 1111."),
+        ("a=4111-1111-1111-1111&b=378282246310005", "a=****-****-****-1111&b=***********0005"),
+        ("order 1700000000123, +44 20 7946 0958", "order 1700000000123, +44 20 7946 0958"),
+        ('{"channel_id":"658377835337406812"}', '{"channel_id":"658377835337406812"}'),
+        ('{"card":"6011000000000000001"}', '{"card":"***************0001"}'),
+        # Found only once URL-decoded: the digits' escapes are masked where they stand.
+        ("pan=4111+1111+1111+1111", "pan=****+****+****+1111"),
+        ("/p/4111%201111%201111%201111", "/p/****%20****%20****%201111"),
+        ("/p/%34%31%311111111111111", "/p/************1111"),
+    ],
+)
+def test_masking_keeps_the_last_four_digits_and_everything_else(text: str, masked: str) -> None:
+    assert mask_card_numbers(text.encode()) == masked.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.deferred(lambda: pieces()), max_size=30))
+def test_after_masking_no_card_is_left_raw_or_url_decoded(parts: list[str]) -> None:
+    data = "".join(parts).encode()
+    masked = mask_card_numbers(data)
+    assert find_card_number(masked) is None
+    assert find_card_number(url_decoded(masked)) is None
+    # Only digits turn into `*`, and only where a card was.
+    assert len(masked) == len(data) or b"%" in data
+    if find_card_number(data) is None and find_card_number(url_decoded(data)) is None:
+        assert masked == data
+
+
 # --- the scanner against the definition, spelt out slowly ---
 
 
@@ -181,12 +321,47 @@ def textbook_brand(digits: str) -> bool:
     )
 
 
+CARD_WORDS = {
+    "card", "cards", "cardnumber", "cardno", "pan", "cc", "ccn", "ccnum", "ccnumber",
+    "creditcard", "debitcard", "credit", "debit", "visa", "mastercard", "amex",
+    "discover", "maestro", "unionpay", "jcb", "diners",
+}  # fmt: skip
+
+
+def textbook_context(text: str, start: int) -> bool:
+    """The card-context rule read directly: the label, its words, a lone `number` key."""
+    label = text[max(0, start - 32) : start]
+    for boundary in ",;&?{}":
+        label = label.rpartition(boundary)[2]
+    words: list[str] = []
+    word = ""
+    for index, char in enumerate(label + " "):
+        if "a" <= char.lower() <= "z" and char.isascii():
+            # A capital after a small letter, or a capital before a small one
+            # after capitals, starts a new word (camelCase, CCNumber).
+            nxt = label[index + 1] if index + 1 < len(label) else ""
+            if word and char.isupper() and (word[-1].islower() or nxt.islower()):
+                words.append(word)
+                word = ""
+            word += char
+        elif word:
+            words.append(word)
+            word = ""
+    if any(w.lower() in CARD_WORDS for w in words):
+        return True
+    stripped = label.rstrip("\"'\\ :=>]\r\n\t")
+    if not stripped.lower().endswith("number") or len(label) - len(stripped) > 6:
+        return False
+    before = stripped[:-6][-1:]
+    return before == "" or not (before.isascii() and (before.isalnum() or before in "_ .-\t"))
+
+
 def reference_offset(data: bytes) -> int | None:
     """The first offset where a card number starts, found the slow way.
 
     A card starts a digit group (no digit before it) and spans whole groups
     joined by one kind of single separator, 12-19 digits in all, in the
-    brand table and passing Luhn.
+    brand table and passing Luhn; 17-19 digits only in a card context.
     """
     text = data.decode("latin-1")
     for start, char in enumerate(text):
@@ -202,7 +377,8 @@ def reference_offset(data: bytes) -> int | None:
                 if len(digits) > 19:
                     break
                 if len(digits) >= 12 and textbook_brand(digits) and textbook_luhn(digits):
-                    return start
+                    if len(digits) <= 16 or textbook_context(text, start):
+                        return start
                 if end + 1 < len(text) and text[end] == separator and text[end + 1] in DIGITS:
                     at = end + 1
                 else:
@@ -224,6 +400,13 @@ def pieces() -> st.SearchStrategy[str]:
         # Near misses: the screen lets them through, the check turns them down.
         st.sampled_from([*NEAR_MISSES, "44 20 7946 0958"]),
         st.sampled_from([" ", "-", "  ", " -", "--", '"', ",", "x", "\n", "+", "%20", "é"]),
+        # Labels: card contexts and near ones, for the 17-19 digit rule.
+        st.sampled_from(
+            ['"card":"', "pan=", '{"number": ', "number=", "card[number]=", "cardNumber ",
+             "order_number=", "orderNumber:", " number ", "ccNum", "Visa ", "&", ";", "{",
+             "channel_id=", "discard "]
+        ),
+        st.sampled_from([LONG_DISCOVER, LONG_UNIONPAY, LONG_VISA, DISCORD_SNOWFLAKE]),
     )
 
 
