@@ -1,4 +1,5 @@
-"""Shared state behind one interface (`base.Store`), chosen by URL scheme (SPEC §7).
+"""Shared state behind one interface (`base.Store`, one Protocol per capability),
+chosen by URL scheme (SPEC §7).
 
 No `redis` setting: the embedded store (memory + SQLite in the data dir).
 `redis://`, `rediss://`, `unix://`: Redis, falling back to local memory
@@ -27,4 +28,6 @@ def store_for(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Store:
     from sidecar.store.resilient import ResilientStore
 
     local = MemoryStore(clock, settings.cache_max_bytes)
-    return ResilientStore(RedisStore(settings.redis, clock), local, clock)
+    # Its policy methods are made at import time; mypy sees them as the
+    # capability Protocols' (see resilient), hence "abstract".
+    return ResilientStore(RedisStore(settings.redis, clock), local, clock)  # type: ignore[abstract]

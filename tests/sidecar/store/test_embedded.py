@@ -24,7 +24,7 @@ from sidecar.store.base import (
     StoredResponse,
 )
 from sidecar.store.embedded import EmbeddedStore
-from sidecar.store.sqlite import SCHEMA_VERSION
+from sidecar.store.embedded.sqlite import SCHEMA_VERSION
 from tests.support.clock import FakeClock
 
 #: Long enough that only an explicit flush (or close) writes, in these tests.
@@ -313,7 +313,7 @@ async def test_without_a_path_it_is_memory_only(fake: FakeClock, tmp_path: Path)
 async def test_a_waiter_wakes_at_the_finish_not_at_the_next_clock_check(
     store: EmbeddedStore, fake: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sidecar.store.memory.EXPIRY_CHECK", 30.0)
+    monkeypatch.setattr("sidecar.store.memory.idempotency.EXPIRY_CHECK", 30.0)
     await store.idem_claim("k:1", "fp", "tok-a", 30)
     assert (await store.idem_claim("k:1", "fp", "tok-b", 30)).outcome is ClaimOutcome.IN_FLIGHT
     waiter = asyncio.create_task(store.idem_wait("k:1", "tok-a", 10))
@@ -490,7 +490,7 @@ def test_many_processes_may_create_one_new_file_at_once(tmp_path: Path) -> None:
     # same new file, and every one must get a migrated database.
     import concurrent.futures
 
-    from sidecar.store.sqlite import Database
+    from sidecar.store.embedded.database import Database
 
     for attempt in range(5):
         path = tmp_path / f"fresh{attempt}.db"
