@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
+import requests
+import stripe
 
 from tests.clients.fakes import FakeLoop, fake_loop
 from tests.support.cli import WAIT, Cli, kill_leftover
@@ -86,6 +88,21 @@ def route_table(**urls: str) -> str:
     return "".join(
         f'[routes.{name}]\nendpoints = [{{ url = "{url}" }}]\n' for name, url in urls.items()
     )
+
+
+@dataclass
+class StripeCounter:
+    """stripe-python's own HTTP client (requests), counting the requests it sends."""
+
+    sent: list[requests.Response] = field(default_factory=list)
+
+    def client(self) -> stripe.HTTPClient:
+        session = requests.Session()
+        session.hooks["response"].append(self._count)
+        return stripe.RequestsClient(session=session)
+
+    def _count(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self.sent.append(response)
 
 
 @pytest.fixture(scope="module")
