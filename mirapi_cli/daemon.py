@@ -9,10 +9,14 @@
 
 The state file (`sidecar.json` in the data dir) is written by the sidecar
 after it binds and removed when it exits. One left behind by a crash is
-*stale*: its pid is gone, or now belongs to some other program. Stale files
-are removed and reported. A pid that is alive and still a sidecar but does
-not answer is reported as unresponsive, never silently replaced, since
-starting a second one beside it would fight over the data dir.
+*stale*: its pid is gone, or now belongs to some other program. A pid is
+trusted only when the process has the start time the sidecar recorded of
+itself AND its healthz answers with the sidecar's token (sidecar/state.py);
+a command line containing "mirapi" proves nothing. Stale files are removed
+and reported, and their pid is never signalled. A pid with the recorded
+start time that does not answer is reported as unresponsive: the file is
+kept (starting a second sidecar beside it would fight over the data dir),
+but it is not signalled either, since it cannot show its token.
 
 No Typer here: commands call these functions and render what they return.
 """
@@ -32,7 +36,7 @@ from typing import Any
 
 from mirapi_cli.logtail import last_lines
 from sidecar import paths
-from sidecar.state import SidecarState, read_state, remove_state
+from sidecar.state import SidecarState, process_start_time, read_state, remove_state
 
 __all__ = [
     "DaemonError",
@@ -41,6 +45,7 @@ __all__ = [
     "Status",
     "Stopped",
     "fetch_health",
+    "identify",
     "inspect",
     "pid_alive",
     "read_state",
@@ -71,13 +76,13 @@ class DaemonError(Exception):
 class Status:
     """What `inspect` found in a data dir."""
 
-    state: SidecarState | None = None  # a live sidecar (answering or not)
-    health: dict[str, Any] | None = None  # its healthz answer; None: not answering
+    state: SidecarState | None = None  # the sidecar's pid, by its start time
+    health: dict[str, Any] | None = None  # its healthz answer, with its token
     removed_stale: str | None = None  # why a stale state file was removed
 
     @property
     def running(self) -> bool:
-        """A sidecar is alive and answering."""
+        """The sidecar is alive and answered with its token: the one pid to signal."""
         return self.state is not None and self.health is not None
 
 
@@ -111,16 +116,41 @@ def inspect(data_dir: Path, *, timeout: float = 2.0) -> Status:
         return Status(removed_stale=f"the state file was unreadable ({error})")
     if state is None:
         return Status()
-    if not pid_alive(state.pid):
+    found = identify(state, timeout=timeout)
+    if found.removed_stale is not None:
         remove_state(data_dir, state.pid)
-        return Status(removed_stale=f"pid {state.pid} is not running")
+    return found
+
+
+def identify(state: SidecarState, *, timeout: float = 2.0) -> Status:
+    """Whether `state` still describes a live sidecar; removes nothing.
+
+    `running`: same start time and the token answered, the pid may be
+    signalled. `state` without `health`: same start time, no answer (the
+    token cannot be checked). `removed_stale`: why the pid is not the sidecar.
+    """
+    pid = state.pid
+    if not pid_alive(pid):
+        return Status(removed_stale=f"pid {pid} is not running")
+    left_alone = "it was left alone"
+    if state.token is None or state.start_time is None:
+        return Status(
+            removed_stale=f"the file does not say which process pid {pid} was (no token or"
+            f" start time: written by an older mirapi); {left_alone}"
+        )
+    if process_start_time(pid) != state.start_time:
+        return Status(
+            removed_stale=f"pid {pid} is now another process (it started at another time"
+            f" than the sidecar); {left_alone}"
+        )
     health = fetch_health(state.address, timeout=timeout)
-    if health is not None and health.get("pid") == state.pid:
+    if health is None:
+        return Status(state=state)
+    if health.get("token") == state.token and health.get("pid") == pid:
         return Status(state=state, health=health)
-    if not _is_sidecar(state.pid):
-        remove_state(data_dir, state.pid)
-        return Status(removed_stale=f"pid {state.pid} is no longer a mirapi sidecar")
-    return Status(state=state)
+    return Status(
+        removed_stale=f"{state.address} does not answer with the token of pid {pid}; {left_alone}"
+    )
 
 
 # --- processes ---
@@ -147,29 +177,6 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
-
-
-def _is_sidecar(pid: int) -> bool:
-    """Whether `pid` runs mirapi; True when the system cannot tell us."""
-    command: bytes | None
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        command = _ps_command(pid) if not Path("/proc/self").exists() else b""
-    except OSError:
-        command = _ps_command(pid)
-    return command is None or b"mirapi" in command
-
-
-def _ps_command(pid: int) -> bytes | None:
-    """The command line of `pid` from ps(1), where there is no /proc (macOS)."""
-    try:
-        done = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
 
 
 def wait_exit(pid: int, timeout: float) -> bool:
@@ -280,8 +287,7 @@ def _wait_ready(
         with contextlib.suppress(ValueError):
             state = read_state(data_dir)
             if state is not None and state.pid == child.pid:
-                health = fetch_health(state.address, timeout=1.0)
-                if health is not None and health.get("pid") == child.pid:
+                if identify(state, timeout=1.0).running:
                     return state
         time.sleep(_POLL)
     tail = last_lines(log_path, _LOG_TAIL_LINES, since=offset)
@@ -300,24 +306,37 @@ def _terminate(child: subprocess.Popen[bytes]) -> None:
 
 
 def stop(data_dir: Path, *, grace: float) -> Stopped:
-    """SIGTERM the sidecar, wait `grace` + a margin, then SIGKILL. Idempotent."""
+    """SIGTERM the sidecar, wait `grace` + a margin, then SIGKILL. Idempotent.
+
+    Only a pid `inspect` found running (start time and token) is signalled.
+    """
     status = inspect(data_dir)
     if status.state is None:
         return Stopped(pid=None, removed_stale=status.removed_stale)
-    pid = status.state.pid
+    state = status.state
+    if not status.running:
+        raise DaemonError(
+            f"pid {state.pid} has the sidecar's start time but does not answer at"
+            f" {state.address}, so it cannot show the sidecar's token: not signalled."
+            f" If it is the sidecar, end it yourself (kill {state.pid})"
+        )
     killed = False
-    if not _signal_and_wait(pid, signal.SIGTERM, grace + STOP_MARGIN):
+    if not _signal_and_wait(state, signal.SIGTERM, grace + STOP_MARGIN):
         killed = True
-        if not _signal_and_wait(pid, signal.SIGKILL, KILL_WAIT):
-            raise DaemonError(f"pid {pid} is still running after SIGKILL")
+        if not _signal_and_wait(state, signal.SIGKILL, KILL_WAIT):
+            raise DaemonError(f"pid {state.pid} is still running after SIGKILL")
     # A sidecar that exits cleanly removes the file itself; after SIGKILL we do.
-    remove_state(data_dir, pid)
-    return Stopped(pid=pid, killed=killed)
+    remove_state(data_dir, state.pid)
+    return Stopped(pid=state.pid, killed=killed)
 
 
-def _signal_and_wait(pid: int, signum: signal.Signals, timeout: float) -> bool:
+def _signal_and_wait(state: SidecarState, signum: signal.Signals, timeout: float) -> bool:
+    # The start time again, just before the signal: the sidecar may have
+    # exited since, and its pid gone to another process.
+    if process_start_time(state.pid) != state.start_time:
+        return True
     try:
-        os.kill(pid, signum)
+        os.kill(state.pid, signum)
     except ProcessLookupError:
         return True
-    return wait_exit(pid, timeout)
+    return wait_exit(state.pid, timeout)

@@ -10,6 +10,7 @@ from sidecar.errors import MirApiError, NotFound, error_body, error_headers
 from sidecar.exchange import new_request_id
 from sidecar.jobs.model import public_view
 from sidecar.metrics import CONTENT_TYPE
+from sidecar.state import process_token
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -21,7 +22,9 @@ def make_control_app(sidecar: Sidecar) -> Quart:
 
     @app.get("/_mirapi/healthz")
     async def healthz() -> dict[str, Any]:
-        return sidecar.health()
+        # The token lets `mirapi sidecar stop` tell this process from one
+        # that got its pid later (sidecar/state.py).
+        return {**sidecar.health(), "token": process_token()}
 
     @app.get("/_mirapi/livez")
     async def livez() -> dict[str, Any]:

@@ -202,10 +202,12 @@ def status(
 def _status_data(found: Status, data_dir: Path) -> dict[str, Any]:
     if found.state is None:
         return {"running": False, "data_dir": str(data_dir)}
+    # The token only proves identity to `stop`; it is no one's business here.
+    state = {key: value for key, value in found.state.as_dict().items() if key != "token"}
     return {
         "running": found.running,
         "responding": found.health is not None,
-        **found.state.as_dict(),
+        **state,
         "data_dir": str(data_dir),
         "health": found.health,
     }

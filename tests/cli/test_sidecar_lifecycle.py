@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mirapi_cli.daemon import wait_exit
 from tests.support.cli import WAIT, Cli, kill_leftover
 
 
@@ -42,10 +43,11 @@ def dead_pid() -> int:
 
 
 class SlowUpstream:
-    """A local HTTP upstream that answers after `delay` seconds."""
+    """A local HTTP server that answers every GET with `body` after `delay` seconds."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, body: dict[str, Any] | None = None) -> None:
         delay_seconds = delay
+        payload = json.dumps(body if body is not None else {"slow": "done"}).encode()
         self.arrived = threading.Event()
         arrived = self.arrived
 
@@ -53,12 +55,11 @@ class SlowUpstream:
             def do_GET(self) -> None:
                 arrived.set()
                 time.sleep(delay_seconds)
-                body = b'{"slow": "done"}'
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(payload)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -84,6 +85,9 @@ def test_start_status_stop_round_trip(cli: Cli) -> None:
 
     health = httpx.get(state["address"] + "/_mirapi/healthz", timeout=WAIT)
     assert health.status_code == 200 and health.json()["pid"] == state["pid"]
+    # Who the sidecar is: its token, and the start time the system gives its pid.
+    assert health.json()["token"] == state["token"] and len(state["token"]) == 32
+    assert state["start_time"] == start_time_of(state["pid"])
 
     human = cli("sidecar", "status")
     assert human.returncode == 0 and str(state["pid"]) in human.stdout
@@ -123,52 +127,139 @@ def test_stale_state_file_is_detected_and_removed(cli: Cli) -> None:
 
 
 def test_a_reused_pid_is_stale_too(cli: Cli) -> None:
-    # The pid is alive but runs something else (here: pytest itself).
+    # The pid is alive but runs something else (here: pytest itself), and the
+    # file (as an older mirapi wrote it) cannot say which process it meant.
     cli.data_dir.mkdir(parents=True)
     stale = {"pid": os.getpid(), "address": "http://127.0.0.1:9", "version": "0", "started_at": "x"}
     cli.state_file.write_text(json.dumps(stale))
     status = cli("sidecar", "status")
     assert status.returncode == 3
-    assert "no longer a mirapi sidecar" in status.stderr
+    assert "stale" in status.stderr and "left alone" in status.stderr
     assert not cli.state_file.exists()
 
 
 @pytest.fixture
-def hung_sidecar(cli: Cli) -> Iterator[subprocess.Popen[str]]:
-    """A process that looks like a sidecar (`mirapi` in its command line) but never
-    answers, and ignores SIGTERM; its state file names an address nobody serves."""
-    code = (
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-        "print('ready', flush=True); time.sleep(60)"
-    )
+def impostor() -> Iterator[subprocess.Popen[str]]:
+    """An unrelated process with "mirapi" in its command line, as a reused pid
+    might be; it ignores nothing, so any signal would end it."""
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "mirapi-hung"], stdout=subprocess.PIPE, text=True
+        [
+            sys.executable,
+            "-c",
+            "import time; print('ready', flush=True); time.sleep(60)",
+            "mirapi",
+            "sidecar",
+            "start",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None and process.stdout.readline() == "ready\n"
-    cli.data_dir.mkdir(parents=True)
-    state = {"pid": process.pid, "address": "http://127.0.0.1:9", "version": "0", "started_at": "x"}
-    cli.state_file.write_text(json.dumps(state))
     yield process
     process.kill()
     process.wait(WAIT)
 
 
-def test_an_unresponsive_sidecar_is_reported_and_killed_by_stop(
-    cli: Cli, hung_sidecar: subprocess.Popen[str]
+def write_state(cli: Cli, pid: int, address: str = "http://127.0.0.1:9", **fields: str) -> None:
+    cli.data_dir.mkdir(parents=True, exist_ok=True)
+    state = {"pid": pid, "address": address, "version": "0", "started_at": "x", **fields}
+    cli.state_file.write_text(json.dumps(state))
+
+
+def start_time_of(pid: int) -> str:
+    from sidecar.state import process_start_time
+
+    start = process_start_time(pid)
+    assert start is not None
+    return start
+
+
+def test_stop_and_status_leave_a_reused_pid_alive(
+    cli: Cli, impostor: subprocess.Popen[str]
 ) -> None:
+    # The sidecar that wrote this file started at another time than the
+    # process that has its pid now.
+    write_state(cli, impostor.pid, token="a" * 32, start_time="bbfc69e2:1")
+    stop = cli("sidecar", "stop", MIRAPI_SHUTDOWN_GRACE="0s")
+    assert stop.returncode == 0, stop.stderr
+    assert "stale" in stop.stderr and f"pid {impostor.pid} is now another process" in stop.stderr
+    assert "sidecar is not running" in stop.stdout
+    assert not cli.state_file.exists()
+
+    write_state(cli, impostor.pid, token="a" * 32, start_time="bbfc69e2:1")
+    status = cli("sidecar", "status")
+    assert status.returncode == 3
+    assert "stale" in status.stderr and str(impostor.pid) in status.stderr
+    time.sleep(0.2)  # a signal, had one been sent, has landed by now
+    assert impostor.poll() is None
+
+
+def test_a_pid_that_answers_with_another_token_is_not_signalled(
+    cli: Cli, impostor: subprocess.Popen[str]
+) -> None:
+    # Same pid, same start time (copied from the live process), and something
+    # answers healthz claiming that pid: without the token it is still stale.
+    healthz = SlowUpstream(0, {"status": "ok", "pid": impostor.pid, "token": "b" * 32})
+    try:
+        write_state(
+            cli, impostor.pid, healthz.url, token="a" * 32, start_time=start_time_of(impostor.pid)
+        )
+        stop = cli("sidecar", "stop", MIRAPI_SHUTDOWN_GRACE="0s")
+    finally:
+        healthz.close()
+    assert stop.returncode == 0, stop.stderr
+    assert "stale" in stop.stderr and "does not answer with the token" in stop.stderr
+    assert not cli.state_file.exists()
+    time.sleep(0.2)
+    assert impostor.poll() is None
+
+
+def test_an_unresponsive_pid_is_reported_and_never_signalled(
+    cli: Cli, impostor: subprocess.Popen[str]
+) -> None:
+    # The start time matches but nothing answers: the token cannot be
+    # checked, so the pid is neither trusted nor forgotten.
+    write_state(cli, impostor.pid, token="a" * 32, start_time=start_time_of(impostor.pid))
     status = cli("sidecar", "status", "--json")
     assert status.returncode == 1
-    assert json.loads(status.stdout)["responding"] is False
+    shown = json.loads(status.stdout)
+    assert shown["responding"] is False and "token" not in shown
 
     start = cli("sidecar", "start", "--listen", "127.0.0.1:0")
     assert start.returncode == 1
-    assert f"pid {hung_sidecar.pid}" in start.stderr and "does not answer" in start.stderr
+    assert f"pid {impostor.pid}" in start.stderr and "does not answer" in start.stderr
 
     stop = cli("sidecar", "stop", MIRAPI_SHUTDOWN_GRACE="0s")
-    assert stop.returncode == 0, stop.stderr
-    assert f"killed: pid {hung_sidecar.pid}" in stop.stdout
-    assert hung_sidecar.wait(WAIT) == -signal.SIGKILL
-    assert not cli.state_file.exists()
+    assert stop.returncode == 1
+    assert "not signalled" in stop.stderr and f"kill {impostor.pid}" in stop.stderr
+    assert cli.state_file.exists()
+    time.sleep(0.2)
+    assert impostor.poll() is None
+
+
+def test_kill_leftover_checks_identity_too(impostor: subprocess.Popen[str], tmp_path: Path) -> None:
+    # What made a test kill its own pytest worker: a leftover state file
+    # naming a pid that some other process has now.
+    state_file = tmp_path / "sidecar.json"
+    for start_time in ("bbfc69e2:1", start_time_of(impostor.pid)):
+        state = {
+            "pid": impostor.pid,
+            "address": "http://127.0.0.1:9",
+            "version": "0",
+            "started_at": "x",
+            "token": "a" * 32,
+            "start_time": start_time,
+        }
+        state_file.write_text(json.dumps(state))
+        kill_leftover(state_file)
+    time.sleep(0.2)
+    assert impostor.poll() is None
+
+
+def test_kill_leftover_kills_a_real_leftover_sidecar(cli: Cli) -> None:
+    state = cli.start()
+    kill_leftover(cli.state_file)
+    assert wait_exit(state["pid"], WAIT), "the leftover sidecar is still running"
 
 
 def test_start_replaces_a_stale_state_file(cli: Cli) -> None:

@@ -146,7 +146,7 @@ def get_in_thread(url: str, result: dict[str, Any]) -> threading.Thread:
 def test_port_0_is_recorded_as_the_bound_port(serve: Any) -> None:
     served = serve()
     state = served.state()
-    assert set(state) == {"pid", "address", "version", "started_at"}
+    assert set(state) == {"pid", "address", "version", "started_at", "token", "start_time"}
     host, port = state["address"].removeprefix("http://").rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0
     response = httpx.get(state["address"] + "/anything", timeout=WAIT)

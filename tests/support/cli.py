@@ -69,12 +69,22 @@ class Cli:
 
 
 def kill_leftover(state_file: Path) -> None:
+    """SIGKILL the sidecar `state_file` names, only if it is still that sidecar.
+
+    The same identity check as `mirapi sidecar stop` (start time and token):
+    a pid reused since (a pytest worker, say) is left alone.
+    """
+    from mirapi_cli.daemon import identify
+    from sidecar.state import SidecarState
+
     try:
-        pid = json.loads(state_file.read_text())["pid"]
-    except (OSError, ValueError, KeyError):
+        state = SidecarState.from_json(json.loads(state_file.read_text()))
+    except (OSError, ValueError):
+        return
+    if not identify(state, timeout=5.0).running:
         return
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(state.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
