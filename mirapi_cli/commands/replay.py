@@ -14,8 +14,10 @@ upstream (X-Target-URL; for a route record, the route), `--data` the body.
 
 A record holds no credentials (`sidecar.recorder`), so the user adds them
 with `-H`; a note on stderr names each one the original carried, and says
-so when the body or query was not recorded (recording off) and is not sent.
-`--show` prints the record instead of sending it.
+so when the query was not recorded (recording off) and is not sent. A
+POST, PUT or PATCH whose body was not recorded is refused (exit 2) unless
+`--data` gives one: sent empty it would be another request (a charge of
+nothing). `--show` prints the record instead of sending it.
 """
 
 from __future__ import annotations
@@ -143,11 +145,14 @@ def load(
         raise CliError(f"the record of {request_id!r} cannot be read ({error})") from None
 
 
-#: What each `withheld` entry means for the replay, unless a flag makes up for it.
-_BODY_NOTES = {
-    "body": "the record has no body (recording was off for it): sending none; give one with --data",
-    "body_too_large": "the body was not recorded (over 1 MiB): sending none; give one with --data",
+#: Why a body the original had is not in the record, by `withheld` entry.
+_NO_BODY = {
+    "body": "recording was off for it",
+    "body_too_large": "it was over 1 MiB",
+    "card_number": "it or the query held a card number",
 }
+#: Methods whose body is the request: never replayed without it (SPEC §9).
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_NOTES = {
     "query": "the record has no query string (recording was off for it): sending the URL"
     " without it; give the whole URL with --target",
@@ -174,13 +179,22 @@ def rebuild(
         raise CliError(
             f"request {record.request_id!r} named no upstream: give one with --target URL"
         )
+    method = (method or record.method).upper()
+    missing = missing_body(record)
+    if missing is not None and body is None:
+        if method in _BODY_METHODS:
+            raise CliError(
+                f"request {record.request_id!r} is a {method} whose body was not recorded"
+                f" ({missing}): sent without it, it would be another request. Give the body"
+                " with --data (--data @file, or --data '' to send none)",
+                ExitCode.USAGE,
+            )
+        notes.append(f"the body was not recorded ({missing}): sending none; give one with --data")
     given_names = {name.lower() for name, _ in given}
     for item in record.withheld:
         kind, _, name = item.partition(":")
         if item == "card_number":
             notes.append(_CARD_NOTE)
-        elif item in _BODY_NOTES and body is None:
-            notes.append(_BODY_NOTES[item])
         elif item in _URL_NOTES and target is None:
             notes.append(_URL_NOTES[item])
         elif kind == "param" and target is None:
@@ -198,12 +212,21 @@ def rebuild(
         headers.append(("Content-Type", "application/x-www-form-urlencoded"))  # as curl -d
     call = CurlRequest(
         url=url,
-        method=(method or record.method).upper(),
+        method=method,
         headers=headers,
         body=(record.body or b"") if body is None else body,
         route=route,
     )
     return call, notes
+
+
+def missing_body(record: RequestRecord) -> str | None:
+    """Why the original's body is not in `record`; None when it is (or there was none)."""
+    if record.body is not None:
+        return None
+    # The recorder notes a withheld body only when there was one: a record
+    # without a body and without such a note was a request without a body.
+    return next((_NO_BODY[item] for item in record.withheld if item in _NO_BODY), None)
 
 
 def _show(record: RequestRecord, as_json: bool) -> None:
@@ -212,10 +235,15 @@ def _show(record: RequestRecord, as_json: bool) -> None:
 
     def human() -> RenderableType:
         when = datetime.fromtimestamp(record.time, UTC).isoformat(timespec="seconds")
-        if record.body is None:
-            body = "not recorded"
-        else:
+        missing = missing_body(record)
+        if record.body is not None:
             body = f"{len(record.body)} bytes"
+        elif missing is None:
+            body = "none"
+        elif record.method.upper() in _BODY_METHODS:
+            body = f"not recorded ({missing}): a replay needs --data"
+        else:
+            body = f"not recorded ({missing})"
         rows: dict[str, object] = {
             "request id": record.request_id,
             "time": when,

@@ -101,8 +101,10 @@ async def test_replays_method_url_headers_and_body(
 async def test_notes_what_the_record_lacks(
     upstream: Upstream, sidecar_url: str, data_dir: Path
 ) -> None:
+    # A DELETE's body is not what it does: sent without it, with a note.
     lacking = a_record(
         f"{upstream.url}/v1/charges",
+        method="DELETE",
         body=None,
         withheld=("header:authorization", "query", "body"),
     )
@@ -110,7 +112,7 @@ async def test_notes_what_the_record_lacks(
     code, _, err = await run_mirapi(data_dir, "replay", "req-1", "--via", sidecar_url)
     assert code == 0, err
     assert upstream.seen[0].body == b""
-    assert "no body" in err and "--data" in err
+    assert "body was not recorded" in err and "--data" in err
     assert "no query string" in err
     assert "authorization was not recorded" in err and "-H" in err
 
@@ -119,7 +121,64 @@ async def test_notes_what_the_record_lacks(
     )
     assert code == 0, err
     assert upstream.seen[1].body == b'{"x":1}'
-    assert "no body" not in err
+    assert "body was not recorded" not in err
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+@pytest.mark.parametrize(
+    ("withheld", "why"),
+    [
+        ("body", "recording was off"),
+        ("body_too_large", "over 1 MiB"),
+        ("card_number", "card number"),
+    ],
+)
+async def test_a_body_method_without_its_body_is_refused_unless_data_is_given(
+    upstream: Upstream, sidecar_url: str, data_dir: Path, method: str, withheld: str, why: str
+) -> None:
+    # Issue 13: a charge replayed without its body was a charge of nothing.
+    lacking = a_record(f"{upstream.url}/v1/charges", method=method, body=None, withheld=(withheld,))
+    await keep(data_dir, lacking)
+    code, out, err = await run_mirapi(data_dir, "replay", "req-1", "--via", sidecar_url)
+    assert code == 2
+    assert f"is a {method} whose body was not recorded" in err and why in err
+    assert "--data" in err and "Traceback" not in err
+    assert out == b"" and upstream.seen == []
+
+    code, out, _ = await run_mirapi(data_dir, "replay", "req-1", "--show")
+    assert code == 0
+    assert b"a replay needs --data" in b" ".join(out.split())  # the cell may wrap
+
+    code, _, err = await run_mirapi(
+        data_dir, "replay", "req-1", "--via", sidecar_url, "--data", "amount=2000"
+    )
+    assert code == 0, err
+    [seen] = upstream.seen
+    assert (seen.method, seen.body) == (method, b"amount=2000")
+
+
+async def test_a_body_method_that_had_no_body_is_replayed_without_one(
+    upstream: Upstream, sidecar_url: str, data_dir: Path
+) -> None:
+    # Recording off, but nothing withheld: the original POST had no body.
+    await keep(data_dir, a_record(f"{upstream.url}/v1/ping", body=None, withheld=()))
+    code, _, err = await run_mirapi(data_dir, "replay", "req-1", "--via", sidecar_url)
+    assert code == 0, err
+    [seen] = upstream.seen
+    assert (seen.method, seen.body) == ("POST", b"")
+    assert "body" not in err
+    code, out, _ = await run_mirapi(data_dir, "replay", "req-1", "--show")
+    assert code == 0 and b"--data" not in out
+
+
+async def test_another_method_without_a_body_needs_no_data(
+    upstream: Upstream, sidecar_url: str, data_dir: Path
+) -> None:
+    # -X GET on a recorded POST: the user chose a request without a body.
+    await keep(data_dir, a_record(f"{upstream.url}/v1/charges", body=None, withheld=("body",)))
+    code, _, err = await run_mirapi(data_dir, "replay", "req-1", "--via", sidecar_url, "-X", "GET")
+    assert code == 0, err
+    assert upstream.seen[0].method == "GET" and "body was not recorded" in err
 
 
 async def test_method_and_target_replace_the_recorded_ones(

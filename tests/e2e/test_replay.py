@@ -91,6 +91,16 @@ async def test_a_recorded_post_is_replayed_with_a_new_header_and_its_body(
     assert again.headers["x-extra"] == "1"
     assert again.headers["content-type"] == "application/json"
     assert "authorization" not in again.headers
+    # A POST whose body was not recorded is refused, not sent empty.
+    refused = await replay(cli, "rec-2")
+    assert refused.returncode == 2
+    assert "whose body was not recorded" in refused.stderr and "--data" in refused.stderr
+    assert len(upstream.seen) == 3
+    shown = await replay(cli, "rec-2", "--show")
+    assert shown.returncode == 0 and "a replay needs --data" in shown.stdout
+    given = await replay(cli, "rec-2", "--data", "amount=1")
+    assert given.returncode == 0, given.stderr
+    assert (upstream.seen[3].path_qs, upstream.seen[3].body) == ("/v1/other", b"amount=1")
     # Neither the credential nor an unrecorded body is anywhere on disk.
     assert files_holding(cli.data_dir, SECRET.encode()) == []
     assert files_holding(cli.data_dir, b"UNRECORDED-BODY-MARK") == []
