@@ -30,7 +30,7 @@ from sidecar.errors import (
 )
 from sidecar.events import BREAKER, JOB, Event, EventLog
 from sidecar.exchange import Exchange, Response, new_request_id
-from sidecar.gate import LOCAL_CLIENT, Gate
+from sidecar.gate import LOCAL_CLIENT, Gate, read_request
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
 from sidecar.logging import AccessLog
@@ -91,15 +91,6 @@ class BodyReader:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _decode_headers(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Headers in order, and a first-value-wins map for the policy parser."""
-    headers = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
-    first: dict[str, str] = {}
-    for name, value in headers:
-        first.setdefault(name, value)
-    return headers, first
 
 
 class Sidecar:
@@ -253,12 +244,11 @@ class Sidecar:
 
     async def serve_control(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         """The sidecar's own endpoints, behind the same door as proxied requests."""
-        _, first = _decode_headers(scope["headers"])
         try:
-            self.gate.admit(scope, first, key=scope["path"] not in PROBES)
+            inbound = read_request(scope)
+            self.gate.admit(scope, inbound.first, key=scope["path"] not in PROBES)
         except MirApiError as error:
-            request_id = new_request_id()
-            await send_response(_error_response(error, request_id), send)
+            await send_response(_error_response(error, new_request_id()), send)
             return
         await self.control(scope, receive, send)  # type: ignore[arg-type]
 
@@ -266,21 +256,23 @@ class Sidecar:
         """One proxied request: parse at the edge, run the chain, stream the answer."""
         started = time.monotonic()
         arrived = self.clock.now()
-        headers, first = _decode_headers(scope["headers"])
-        request_id = first.get("x-request-id") or new_request_id()
+        # Set by the door; a request it refuses is answered with a new one.
+        request_id = ""
         exchange: Exchange | None = None
         client_id = LOCAL_CLIENT
         error_code: str | None = None
         try:
+            inbound = read_request(scope)
+            request_id = inbound.request_id
+            first = inbound.first
             client_id = self.gate.admit(scope, first)
             body = await self.body_reader.read(receive, first.get("content-length"))
             policy = parse_policy(first, self.settings.timeout)
-            raw_path = scope.get("raw_path") or scope["path"].encode()
             exchange = Exchange(
-                method=scope["method"],
-                path=raw_path.decode("latin-1"),
-                query=scope["query_string"].decode("latin-1"),
-                headers=headers,
+                method=inbound.method,
+                path=inbound.path,
+                query=inbound.query,
+                headers=inbound.headers,
                 body=body,
                 policy=policy,
                 request_id=request_id,
@@ -290,6 +282,7 @@ class Sidecar:
             )
             response = await self.chain(exchange)
         except MirApiError as error:
+            request_id = request_id or new_request_id()
             error_code = error.code
             response = _error_response(error, request_id)
         except ConnectionResetError:
@@ -297,6 +290,7 @@ class Sidecar:
         except Exception:
             # A bug, not the client's doing: logged (redacted) with its
             # traceback, answered with the JSON error shape, never a bare 500.
+            request_id = request_id or new_request_id()
             log.exception("unexpected error while proxying request %s", request_id)
             crash = MirApiError("the sidecar failed unexpectedly; see its log")
             error_code = crash.code

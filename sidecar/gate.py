@@ -1,7 +1,26 @@
 """Who may use the sidecar: the checks at its door, before a body is read
-(SPEC §2.1 and §3).
+(SPEC §1, §2 and §3).
 
-In this order, each refusal naming what is wrong and never a credential:
+`read_request` is where every request enters, proxied or control, and the
+one place its request line and header bytes are read (SPEC §2, "Bad header
+values"):
+
+- The method and each header name must be a token (`400 bad_request`).
+- The request-target must be a path starting with `/` (origin form) of
+  visible ASCII and no `#`: `*`, an absolute URL, `@host:port/...` or a bare
+  `path` get `400 bad_request`. The target is only ever appended to a URL
+  whose host was named by a header or a route, so it can never change which
+  host is called.
+- Header values are read as UTF-8 (ASCII is UTF-8). Bytes that are not
+  (latin-1 obs-text such as `caf\xe9`) and control characters other than
+  TAB get `400 bad_header` naming the header: a value is forwarded byte for
+  byte or not at all, and the HTTP client upstream writes UTF-8. The
+  sidecar's own headers must be ASCII besides (`sidecar.policy`).
+- `X-Request-ID` is echoed only when it is a printable ASCII token, so an
+  answer never carries it mangled; the policy refuses any other value.
+
+Then `Gate.admit`, in this order, each refusal naming what is wrong and never
+a credential:
 
 1. `Host` must be a loopback name (`localhost`, `*.localhost`), an address
    literal or a configured `server_names` entry, else `403 host_not_allowed`.
@@ -22,15 +41,120 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from sidecar import client_keys
 from sidecar.client_keys import ClientKey
-from sidecar.errors import BadRequestFraming, HostNotAllowed, Unauthorized
+from sidecar.errors import BadHeader, BadRequest, BadRequestFraming, HostNotAllowed, Unauthorized
+from sidecar.exchange import Headers, new_request_id
+from sidecar.policy import is_token
 
 LOCAL_CLIENT = "local"
 KEY_HEADER = client_keys.HEADER.lower()
+
+#: RFC 9110 §5.6.2: a method and a header name are tokens.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Bytes no header value may hold: controls other than TAB (RFC 9110 §5.5).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Origin form (RFC 9112 §3.2.1): '/' then visible ASCII; a '#' never travels.
+_ORIGIN_PATH = re.compile(rb"/[\x21\x22\x24-\x7e]*")
+_QUERY = re.compile(rb"[\x21\x22\x24-\x7e]*")
+#: What a path decoded by the server is quoted back with when it gives no raw_path.
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A request's line and headers as the door read them: checked and decoded once."""
+
+    method: str
+    #: The path as received (percent-encoding kept), starting with '/'.
+    path: str
+    #: The raw query string, without the leading '?'.
+    query: str
+    #: Lower-case names in arrival order, values decoded as UTF-8.
+    headers: Headers
+    #: The first value of each header, by lower-case name.
+    first: dict[str, str]
+    #: The client's X-Request-ID when it may be echoed, else a new one.
+    request_id: str
+
+
+def read_request(scope: Mapping[str, Any]) -> Inbound:
+    """The request line and headers of an ASGI `scope`; raises BadRequest or BadHeader."""
+    method = scope["method"]
+    if not (method.isascii() and _TOKEN.fullmatch(method.encode())):
+        raise BadRequest("the method is not an HTTP token")
+    raw_path = scope.get("raw_path")
+    if raw_path is None:
+        raw_path = quote(scope["path"], safe=_PATH_SAFE).encode()
+    query = scope.get("query_string", b"")
+    if not _ORIGIN_PATH.fullmatch(raw_path) or not _QUERY.fullmatch(query):
+        raise BadRequest(
+            "the request-target must be a path starting with '/' (not '*', an absolute"
+            " URL or '@host'), of visible ASCII without '#': it never says which host"
+            " is called; send X-Target-URL, X-Route-Key or use /r/NAME/"
+        )
+    headers, first = read_headers(scope["headers"])
+    return Inbound(
+        method=method,
+        path=raw_path.decode("ascii"),
+        query=query.decode("ascii"),
+        headers=headers,
+        first=first,
+        request_id=request_id_of(first),
+    )
+
+
+def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, dict[str, str]]:
+    """Headers in order, and a first-value-wins map; raises BadRequest or BadHeader."""
+    headers: Headers = []
+    first: dict[str, str] = {}
+    for name_bytes, value_bytes in raw:
+        name = _header_name(name_bytes)
+        if name is None:
+            raise BadRequest("a header name is not an HTTP token")
+        value = _header_value(name, value_bytes)
+        headers.append((name, value))
+        first.setdefault(name, value)
+    return headers, first
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_name(raw: bytes) -> str | None:
+    # Clients send the same few names over and over: checked once each.
+    return raw.decode("ascii").lower() if _TOKEN.fullmatch(raw) else None
+
+
+def _header_value(name: str, raw: bytes) -> str:
+    if _CONTROL.search(raw):
+        raise BadHeader(name, "holds a control character (only TAB is allowed in a value)")
+    if raw.isascii():
+        return raw.decode("ascii")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadHeader(
+            name,
+            "is not UTF-8 (latin-1 bytes?): values are forwarded byte for byte, and"
+            " only UTF-8 can be; send the text as UTF-8 or percent-encoded",
+        ) from None
+
+
+def request_id_of(first: Mapping[str, str]) -> str:
+    """The client's X-Request-ID when it is a printable ASCII token, else a new id.
+
+    Any other value is refused by the policy (`400 bad_header`); the answer
+    saying so carries a new id rather than echo what it refused.
+    """
+    given = first.get("x-request-id")
+    if given is not None and is_token(given):
+        return given
+    return new_request_id()
 
 
 def host_name(host: str) -> str:

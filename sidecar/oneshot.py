@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.egress import Egress, OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
+from sidecar.gate import read_headers
 from sidecar.pipeline import Parts, build_chain
 from sidecar.policy import parse_policy
 from sidecar.stages.routing import RouteLookup
@@ -65,10 +66,13 @@ async def call(
     curl -L` passes a policy for redirect hops, and tests a resolver.
     Raises MirApiError for anything the sidecar would have answered itself.
     """
-    lowered = [(name.lower(), value) for name, value in request.headers]
-    first: dict[str, str] = {}
-    for name, value in lowered:
-        first.setdefault(name, value)
+    # Through the sidecar's own door: the same checks and decoding as a
+    # request that arrives over HTTP (text from the command line is sent as
+    # its UTF-8 bytes, as curl sends its arguments' bytes).
+    lowered, first = read_headers(
+        (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
+        for name, value in request.headers
+    )
     policy = parse_policy(first, request.timeout)
     client = UpstreamClient(
         egress or OpenEgress(),

@@ -7,6 +7,9 @@ wrong and nothing is silently ignored (SPEC §2).
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -101,23 +104,101 @@ class RequestPolicy:
 
 
 def parse_target_url(header: str, value: str) -> str:
-    """An absolute http(s) URL, or BadHeader naming `header`."""
-    value = value.strip()
-    try:
-        parts = urlsplit(value)
-    except ValueError as exc:
-        raise BadHeader(header, f"not a URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise BadHeader(header, "must be an absolute http:// or https:// URL")
-    if not parts.hostname:
-        raise BadHeader(header, "the URL has no host")
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        raise BadHeader(header, "the URL's port is not a number from 0 to 65535") from None
-    if parts.fragment:
-        raise BadHeader(header, "the URL must not have a #fragment")
+    """An absolute http(s) URL with a host name or IP literal, or BadHeader naming `header`.
+
+    Checked before any name lookup, and strictly enough that every parser
+    on the way (urllib's, httpx's, aiohttp's) reads the same host from it.
+    """
+    value = value.strip(" \t")
+    problem = url_problem(value)
+    if problem is not None:
+        raise BadHeader(header, problem)
     return value
+
+
+#: Characters no URL may hold anywhere: urllib silently drops TAB, CR and LF
+#: (so a check of its parts passes) while httpx refuses them; a backslash is
+#: a slash to browsers and not to urllib.
+_NEVER_IN_URL = re.compile(r"[\x00-\x20\x7f\\]")
+#: RFC 3986 userinfo: a second '@' or a '/' would let parsers disagree on the host.
+_USERINFO = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:]*")
+#: A host name: dot-separated labels of letters, digits, '-' and '_', with an
+#: optional final dot. Dotted IPv4 (and its odd spellings, which the egress
+#: policy reads as libc does) is a host name by this rule.
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+@functools.lru_cache(maxsize=1024)
+def url_problem(url: str) -> str | None:
+    """Why `url` is no usable absolute http(s) target URL, or None when it is.
+
+    Cached: an app calls the same few URLs over and over, and a request's
+    X-Target-URL is checked on every request.
+    """
+    bad = _NEVER_IN_URL.search(url)
+    if bad is not None:
+        return f"the URL holds {_shown_char(bad.group())}, which no URL may hold"
+    if "#" in url:
+        # It would swallow the request path and query joined after it.
+        return "the URL must not have a #fragment"
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not url.partition(":")[2].startswith("//"):
+        return "must be an absolute http:// or https:// URL"
+    userinfo, _, host_port = parts.netloc.rpartition("@")
+    if not _USERINFO.fullmatch(userinfo):
+        return "the URL's user:password part holds characters a URL may not"
+    host, port = _split_host_port(host_port)
+    if not host:
+        return "the URL has no host"
+    host_problem = _host_problem(host)
+    if host_problem is not None:
+        return host_problem
+    if port is not None and not (_PORT.fullmatch(port) and int(port) <= 65535):
+        return "the URL's port is not a number from 0 to 65535"
+    return None
+
+
+def _split_host_port(host_port: str) -> tuple[str, str | None]:
+    """`host[:port]` or `[v6][:port]` as (host, port or None); brackets kept."""
+    if host_port.startswith("["):
+        end = host_port.find("]")
+        if end < 0:
+            return host_port, None
+        host, rest = host_port[: end + 1], host_port[end + 1 :]
+        if not rest:
+            return host, None
+        return (host, rest[1:]) if rest.startswith(":") else (host_port, None)
+    host, sep, port = host_port.partition(":")
+    return host, (port if sep else None)
+
+
+def _host_problem(host: str) -> str | None:
+    """Why `host` is neither a host name nor an IP literal, or None."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1] if host.endswith("]") else "?")
+        except ValueError:
+            return "the URL's host is not a valid IPv6 literal in [brackets]"
+        if "%" in host:
+            return "the URL's host must not hold a zone id or percent-encoding"
+        return None
+    if not host.isascii():
+        return "the URL's host is not ASCII (write a name in its xn-- form, digits as 0-9)"
+    if len(host) > 254 or not _HOST_NAME.fullmatch(host):
+        return (
+            "the URL's host is not a valid host name or IP address"
+            " (letters, digits, '-', '.'; no percent-encoding)"
+        )
+    return None
+
+
+def _shown_char(char: str) -> str:
+    names = {" ": "a space", "\t": "a TAB", "\\": "a backslash"}
+    return names.get(char, f"the control character {char!r}")
 
 
 def _duration(header: str, value: str) -> float:
@@ -171,10 +252,15 @@ def _switch(header: str, value: str) -> bool:
     raise BadHeader(header, f"{value!r} is not on or off")
 
 
+def is_token(text: str) -> bool:
+    """1 to 255 printable ASCII characters: an id the sidecar may echo and store."""
+    return 0 < len(text) <= 255 and text.isascii() and text.isprintable()
+
+
 def _token(header: str, value: str) -> str:
     text = value.strip()
-    if not text or len(text) > 255 or not text.isprintable():
-        raise BadHeader(header, "must be 1 to 255 printable characters")
+    if not is_token(text):
+        raise BadHeader(header, "must be 1 to 255 printable ASCII characters")
     return text
 
 
@@ -265,7 +351,9 @@ def parse_policy(headers: dict[str, str], default_timeout: float = 30.0) -> Requ
     """Build the policy from `headers` (lower-case names, first value wins).
 
     Only headers the policy knows are read; the rest are left to the stages
-    that forward them. Raises BadHeader on the first bad value.
+    that forward them. Raises BadHeader on the first bad value. Values are
+    text (the door decoded them as UTF-8); ids and keys must be ASCII, numbers
+    ASCII digits, and a URL's host ASCII.
     """
     values: dict[str, object] = {"timeout": default_timeout}
     for name, (display, field_name, parser) in _PARSERS.items():

@@ -13,6 +13,7 @@ Envoy's words (connect-failure, reset, timeout), which the retry stage reads.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -165,15 +166,53 @@ def _parsed_url(url: str) -> httpx.URL:
     return parsed
 
 
+#: Bytes no header may carry upstream: a CR or LF would split it (aiohttp refuses).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_bytes(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """Headers as the bytes sent: UTF-8, the encoding the door read them in.
+
+    Values from the client are UTF-8 text (the door refuses other bytes),
+    and so are a route's and a secret's, so the upstream sees the client's
+    bytes exactly as they came. (httpx would encode str values as ASCII.)
+    """
+    encoded: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        try:
+            pair = (name.encode(), value.encode())
+        except UnicodeEncodeError:
+            raise BadRequest(f"header {name!r} cannot be sent upstream (not UTF-8)") from None
+        if _CONTROL.search(pair[0]) or _CONTROL.search(pair[1]):
+            raise BadRequest(f"header {name!r} holds a control character; it is not sent")
+        encoded.append(pair)
+    return encoded
+
+
 def _build_request(
     method: str, url: str, headers: Headers, body: bytes, timeout: float, connect: float
 ) -> httpx.Request:
+    """The request to send; BadRequest, never a crash, for one that cannot be sent.
+
+    The door and the URL parser refuse all of that first: reaching the
+    BadRequest means a stored route or secret holds something unsendable.
+    """
     extensions: dict[str, Any] = {
         "timeout": {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
     }
+    raw = _header_bytes(headers)
+    try:
+        url_parsed = _parsed_url(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise BadRequest(f"the target URL cannot be sent upstream ({type(exc).__name__})") from None
     return httpx.Request(
-        method, _parsed_url(url), headers=headers, content=body or None, extensions=extensions
+        method, url_parsed, headers=raw, content=body or None, extensions=extensions
     )
+
+
+def check_sendable(method: str, url: str, headers: Headers) -> None:
+    """Raises BadRequest when a request to `url` with `headers` could never be sent."""
+    _build_request(method, url, headers, b"", 1.0, 1.0)
 
 
 def _response_from(upstream: httpx.Response) -> Response:

@@ -5,7 +5,10 @@ Without the header the stage passes at once. With it:
 1. The callback URL is vetted against the egress policy now, so a callback
    the sidecar may not call is refused at submit time (403 egress_denied),
    not discovered hours later. A host that does not resolve yet is
-   accepted: delivery is retried on its own schedule.
+   accepted: delivery is retried on its own schedule. A request that could
+   never be sent (its URL or a header) is refused too (400), never accepted
+   and failed for a day; the door and the URL parser refuse almost all of
+   that before this stage.
 2. The job (the request as received, its schedule and the upstream
    Idempotency-Key) is written with `store.job_add`, which returns only once
    the job is durable. A store that cannot take it raises StoreUnavailable:
@@ -37,6 +40,7 @@ from sidecar.exchange import Exchange, Next, Response
 from sidecar.jobs.model import Job, JobRequest
 from sidecar.stages.routing import PATH_MODE_PREFIX
 from sidecar.store.base import Store
+from sidecar.upstream import check_sendable
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,10 @@ class AsyncJobs:
         if callback is None:
             return await call_next(exchange)
         await vet_callback(self._egress, callback)
+        # The door and the URL parser already refused what cannot be sent;
+        # this makes sure nothing is accepted that every run would fail.
+        for target in exchange.targets:
+            check_sendable(exchange.method, target, exchange.headers)
         job = new_job(exchange, callback, self._clock.now())
         # Raises StoreUnavailable (503, Retry-After) when not durable.
         await self._store.job_add(job)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sidecar.errors import BadHeader, NoTarget, NotFound, RouteInvalid
+from sidecar.errors import BadHeader, BadRequest, NoTarget, NotFound, RouteInvalid
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
 from sidecar.policy import RequestPolicy, parse_policy
 from sidecar.routes import DEFAULT_KEYS, Route
@@ -64,8 +64,12 @@ def join_target(target: str, path: str, query: str) -> str:
     """The request's path and query appended to `target` (SPEC §1 joining rule).
 
     A request path of `/` adds nothing, so `X-Target-URL: https://h/post`
-    with `POST /` goes to exactly that URL.
+    with `POST /` goes to exactly that URL. A path must start with `/` (the
+    door sees to it for requests): anything else, such as `@other-host/`,
+    would be read as part of the target's host.
     """
+    if path and not path.startswith("/"):
+        raise BadRequest("the request path must start with '/'")
     base, _, target_query = target.partition("?")
     if path and path != "/":
         base = base.rstrip("/") + path

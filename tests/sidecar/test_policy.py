@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.errors import BadHeader
-from sidecar.policy import parse_policy
+from sidecar.errors import BadHeader, BadRequest
+from sidecar.policy import parse_policy, parse_target_url
 from sidecar.stages.routing import join_target, split_path_mode
 
 
@@ -112,3 +112,87 @@ def test_path_mode_split() -> None:
     assert split_path_mode("/r/payments/v1/charges") == ("payments", "/v1/charges")
     assert split_path_mode("/r/payments") == ("payments", "")
     assert split_path_mode("/v1/x") is None
+
+
+#: Hosts that are neither a host name nor an IP literal: refused by the parser,
+#: before any name lookup, for every header that takes a URL (SPEC §2).
+MALFORMED_TARGETS = [
+    ("http://127.0.0.1\t/x", "TAB"),  # urllib drops the TAB; httpx refused it (500)
+    ("http://127.0.0.1:9/a\tb", "TAB"),
+    ("http://127.0.0.1 :9/", "space"),
+    ("http://127.0.0.1\r\n:9/", "control character"),
+    ("http://%31%32%37.0.0.1:9/", "not a valid host name"),
+    ("http://\uff11\uff12\uff17.0.0.1:9/", "xn--"),  # full-width digits
+    ("https://b\u00fccher.example/", "xn--"),
+    ("http://127.0.0.1:9\\@127.0.0.2/", "backslash"),
+    ("http://a@b@127.0.0.2:9/", "user:password"),
+    ("http://127.0.0.1:9@/", "no host"),
+    ("http://[::1%25lo]:9/", "zone id"),
+    ("http://[127.0.0.1]/", "URL"),
+    ("http://[::1/", "IPv6"),
+    ("http://h_1.exa mple/", "space"),
+    ("http://" + "a" * 64 + ".example/", "not a valid host name"),
+    ("http://127.0.0.1:9x/", "port"),
+    ("http://127.0.0.1: 9/", "space"),
+    ("http:127.0.0.1/", "absolute"),
+    ("http://h/#", "fragment"),
+]
+
+
+@pytest.mark.parametrize(("url", "said"), MALFORMED_TARGETS)
+@pytest.mark.parametrize("header", ["x-target-url", "x-failover-url", "x-webhook-callback"])
+def test_a_malformed_target_host_is_a_bad_header(header: str, url: str, said: str) -> None:
+    with pytest.raises(BadHeader) as caught:
+        parse_policy({header: url})
+    assert caught.value.header.lower() == header
+    assert said in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://\uff11\uff12\uff17.0.0.1:9/", "https://b\u00fccher.example/", "http://\u0661.1.1.1/"],
+)
+def test_a_route_endpoint_host_that_is_not_ascii_is_refused(url: str) -> None:
+    # Route endpoints are text from TOML: the parser itself refuses the host.
+    with pytest.raises(BadHeader) as caught:
+        parse_target_url("url", url)
+    assert "xn--" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9",
+        "https://api.stripe.com/v1?x=1",
+        "HTTPS://API.Example.COM./",
+        "http://[::1]:8080/x",
+        "http://user:p%40ss@api.example:443/",
+        "http://my_service:80/",
+        "http://2130706433/",  # odd IPv4 spellings are the egress policy's to judge
+        "http://xn--bcher-kva.example/",
+        "  http://h/  ",
+    ],
+)
+def test_host_names_and_ip_literals_pass(url: str) -> None:
+    assert parse_target_url("X-Target-URL", url) == url.strip()
+
+
+@pytest.mark.parametrize(
+    "header", ["x-route-key", "x-request-id", "idempotency-key", "x-proxy-idempotency-key"]
+)
+def test_an_id_or_key_must_be_printable_ascii(header: str) -> None:
+    # Echoed in answers and stored: "r\u00e9q-1" would come back mangled.
+    with pytest.raises(BadHeader) as caught:
+        parse_policy({header: "r\u00e9q-1"})
+    assert caught.value.header.lower() == header
+    assert "ASCII" in caught.value.reason
+
+
+def test_a_json_pointer_may_name_any_member() -> None:
+    assert parse_policy({"x-extract": "/donn\u00e9es/0"}).extract == "/donn\u00e9es/0"
+
+
+@pytest.mark.parametrize("path", ["@127.0.0.2:9/echo", "echo", "*", "http://h/x"])
+def test_joining_refuses_a_path_that_would_become_part_of_the_host(path: str) -> None:
+    with pytest.raises(BadRequest):
+        join_target("http://127.0.0.1:9", path, "")
