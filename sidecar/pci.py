@@ -491,6 +491,36 @@ def _decoded_with_places(data: bytes) -> tuple[bytes, list[Span]]:
 _HEX = re.compile(rb"[0-9A-Fa-f]{2}")
 
 
+def text_bytes(text: str) -> bytes:
+    """A path, query or header value (str) as the bytes to scan.
+
+    The edge decodes them as latin-1, so this gives back the bytes as
+    received and offsets count bytes; text that is no latin-1 is scanned
+    as UTF-8 (digits are ASCII either way).
+    """
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def has_card_number(data: bytes) -> bool:
+    """True when `data` holds a card number as it is or URL-decoded."""
+    if find_card_number(data) is not None:
+        return True
+    return may_be_encoded(data) and find_card_number(url_decoded(data)) is not None
+
+
+def mask_text(text: str) -> str:
+    """`mask_card_numbers` for text: `text` itself when it holds no card number."""
+    try:
+        data, codec = text.encode("latin-1"), "latin-1"
+    except UnicodeEncodeError:
+        data, codec = text.encode("utf-8", "surrogatepass"), "utf-8"
+    masked = mask_card_numbers(data)
+    return text if masked == data else masked.decode(codec, "surrogatepass")
+
+
 def url_decoded(data: bytes) -> bytes:
     """`data` as a form or query decoder sees it: `+` is a space, `%XX` a byte."""
     return unquote_to_bytes(data.replace(b"+", b" "))

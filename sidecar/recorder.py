@@ -29,8 +29,16 @@ What a record never holds:
 - **A card number.** A PCI-blocked request (`pci_card_number`) is never
   recorded at all; nor is one refused before it was parsed (no exchange:
   bad framing, unauthenticated). When recording is on for a request that
-  passed with a card number in it (a route with the PCI guard off, such as
-  a card vault's), its body and query are withheld as if recording were off.
+  passed with a card number in its body or query (a route with the PCI
+  guard off, such as a card vault's), both are withheld as if recording
+  were off. A card number anywhere else the record keeps (a header, the
+  path or target URL, the route name, the request id) is masked: all its
+  digits but the last four become `*`, as sent and URL-decoded
+  (`sidecar.pci.mask_card_numbers`; a header is scanned as `name: value`,
+  so its name is the label of a 17-19 digit number). The guard refuses a
+  card in the path, so a masked path comes from a request refused before
+  the guard ran (a rate limit, an unknown route) or a route with the guard
+  off.
 - A body over `RECORD_BODY_MAX` (1 MiB): a ring of a thousand records must
   not grow into gigabytes.
 
@@ -56,6 +64,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -256,11 +265,43 @@ def _without_userinfo(url: str) -> tuple[str, bool]:
     return urlunsplit(parts._replace(netloc=host)), True
 
 
+def mask_header(name: str, value: str) -> tuple[str, str]:
+    """(name, value) with card numbers masked, scanned as `name: value` (the name is a label)."""
+    from sidecar.pci import mask_text
+
+    masked_name, _, masked_value = mask_text(f"{name}: {value}").partition(": ")
+    return masked_name, masked_value
+
+
+def masked(
+    request_id: str, url: str, route: str | None, headers: list[tuple[str, str]], names: list[str]
+) -> tuple[str, str, str | None, list[tuple[str, str]], list[str]]:
+    """The record's text fields with every card number masked (see the module doc)."""
+    # Here, not at the top, like the guard in `build_record`: `mirapi replay`
+    # reads records without building the scanner's tables.
+    from sidecar.pci import has_card_number, mask_text, text_bytes
+
+    # One scan of them all first: a card outside the body is rare, and
+    # masking field by field costs a scan each. A card in one field is
+    # found in the joined text too (a newline ends a digit run, and a
+    # label only grows).
+    joined = "\n".join(chain((request_id, url, route or ""), chain.from_iterable(headers), names))
+    if not has_card_number(text_bytes(joined)):
+        return request_id, url, route, headers, names
+    return (
+        mask_text(request_id),
+        mask_text(url),
+        None if route is None else mask_text(route),
+        [mask_header(name, value) for name, value in headers],
+        [mask_text(name) for name in names],
+    )
+
+
 def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
     """The record of `outcome`, or None when it must not be recorded."""
     # Here, not at the top: `mirapi replay` reads records (`decode`) without
     # paying for the proxy's stages and their HTTP clients.
-    from sidecar.stages.pci_guard import card_location
+    from sidecar.stages.pci_guard import card_in_payload
 
     exchange = outcome.exchange
     if exchange is None or outcome.error == "pci_card_number":
@@ -269,7 +310,7 @@ def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
     recording = wants_body(exchange, record_bodies)
     # The guard was off for this request (a route's choice): keep no card
     # number even so. `card_number` stands for the body and query both.
-    card = recording and card_location(exchange) is not None
+    card = recording and card_in_payload(exchange) is not None
     if card:
         recording = False
         withheld.append(WITHHELD_CARD_NUMBER)
@@ -283,6 +324,9 @@ def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
         withheld.extend(query_notes)
     url = f"{base}?{kept_query}" if kept_query else base
     headers, dropped = keep_headers(exchange.headers)
+    request_id, url, route, headers, dropped = masked(
+        outcome.request_id, url, route, headers, dropped
+    )
     withheld.extend(f"header:{name}" for name in dropped)
     body: bytes | None = None
     if recording and len(exchange.body) <= RECORD_BODY_MAX:
@@ -292,7 +336,7 @@ def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
     elif exchange.body and not card:
         withheld.append(WITHHELD_BODY)
     return RequestRecord(
-        request_id=outcome.request_id,
+        request_id=request_id,
         time=outcome.time,
         method=outcome.method,
         url=url,

@@ -1,14 +1,24 @@
 """The PCI guard (SPEC §2.2): a request carrying a card number goes nowhere.
 
-The body (any content type) and the query string are scanned with
+The path (as received, path mode's `/r/NAME` included), the query string
+and the body (any content type) are scanned with
 `sidecar.pci.find_card_number`. Found: `400 pci_card_number`, naming where
-(body or query string) and the byte offset, never the digits. The stage
-sits before idempotency, async jobs and the cache, so nothing of a blocked
-request is stored, queued or sent; the error message is the only trace.
+(the path, the query string or the body) and the byte offset, never the
+digits. The stage sits before idempotency, async jobs and the cache, so
+nothing of a blocked request is stored, queued or sent; the error message
+is the only trace.
 
-The query string, and a form-encoded body, are also scanned URL-decoded,
-since `4111+1111+1111+1111` is a grouped card number once decoded; the
-offset is then one in the decoded text, and the message says so.
+The path, the query string and a form-encoded body are also scanned
+URL-decoded, since `4111+1111+1111+1111` and `4111%201111%201111%201111`
+are grouped card numbers once decoded; the offset is then one in the
+decoded text, and the message says so.
+
+Headers are forwarded as sent and masked where the sidecar stores them
+(request records). A job (`X-Webhook-Callback`) is the exception: it stores
+its request's headers to send them later, and masking them would change
+the request, so a job submission with a card number in any header (as
+sent or URL-decoded, with its name as the number's label) is refused here
+the same way, before anything is stored.
 
 A route may switch the guard off (`pci_guard = false`, for a card vault
 such as a tokenization endpoint); no header can.
@@ -18,33 +28,77 @@ from __future__ import annotations
 
 from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange, Next, Response
-from sidecar.pci import find_card_number, may_be_encoded, url_decoded
+from sidecar.pci import (
+    find_card_number,
+    mask_card_numbers,
+    may_be_encoded,
+    text_bytes,
+    url_decoded,
+)
+from sidecar.stages.async_jobs import received_path
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def card_in(data: bytes, place: str, url_encoded: bool) -> str | None:
-    """Where in `data` a card number is ("the body at offset 12"), or None."""
+def card_offset(data: bytes, url_encoded: bool) -> tuple[int, bool] | None:
+    """(offset, found only once URL-decoded) of the first card number in `data`, or None."""
     offset = find_card_number(data)
     if offset is not None:
-        return f"{place} at offset {offset}"
+        return offset, False
     if url_encoded and may_be_encoded(data):
         offset = find_card_number(url_decoded(data))
         if offset is not None:
-            return f"{place} at offset {offset} once URL-decoded"
+            return offset, True
     return None
 
 
-def card_location(exchange: Exchange) -> str | None:
-    """Where the request carries a card number, or None when it carries none."""
+def card_in(data: bytes, place: str, url_encoded: bool) -> str | None:
+    """Where in `data` a card number is ("the body at offset 12"), or None."""
+    found = card_offset(data, url_encoded)
+    if found is None:
+        return None
+    offset, decoded = found
+    return f"{place} at offset {offset}" + (" once URL-decoded" if decoded else "")
+
+
+def card_in_path(exchange: Exchange) -> str | None:
+    """Where in the path as received a card number is, or None."""
+    return card_in(text_bytes(received_path(exchange)), "the path", url_encoded=True)
+
+
+def card_in_payload(exchange: Exchange) -> str | None:
+    """Where in the query string or body a card number is, or None."""
     if exchange.query:
-        # The edge decodes the raw query as latin-1, so this gives back its bytes.
-        query = exchange.query.encode("latin-1", "replace")
-        found = card_in(query, "the query string", url_encoded=True)
+        found = card_in(text_bytes(exchange.query), "the query string", url_encoded=True)
         if found is not None:
             return found
     content_type = (exchange.header("content-type") or "").lower()
     return card_in(exchange.body, "the body", url_encoded=content_type.startswith(FORM_TYPE))
+
+
+def card_location(exchange: Exchange) -> str | None:
+    """Where the request's path, query or body carries a card number, or None."""
+    return card_in_path(exchange) or card_in_payload(exchange)
+
+
+def card_in_headers(exchange: Exchange) -> str | None:
+    """Where a header holds a card number ("the x-note header at offset 9"), or None.
+
+    Each header is scanned as `name: value`, so that its name is the label
+    of a 17-19 digit number (`X-Card-Number: ...`). The offset is in the value.
+    """
+    for name, value in exchange.headers:
+        prefix = text_bytes(name) + b": "
+        found = card_offset(prefix + text_bytes(value), url_encoded=True)
+        if found is None:
+            continue
+        offset, decoded = found
+        skipped = len(url_decoded(prefix)) if decoded else len(prefix)
+        # A name is a token and never a card; masked all the same, never echoed.
+        shown = mask_card_numbers(text_bytes(name)).decode("latin-1")
+        where = f"the {shown} header at offset {max(0, offset - skipped)}"
+        return where + (" once URL-decoded" if decoded else "")
+    return None
 
 
 def guard_applies(exchange: Exchange) -> bool:
@@ -52,8 +106,15 @@ def guard_applies(exchange: Exchange) -> bool:
     return exchange.route is None or exchange.route.pci_guard
 
 
+#: What every refusal adds: how an endpoint that must get card numbers can.
+_ROUTE_HINT = (
+    "use a route with pci_guard = false for an endpoint that must receive card numbers"
+)
+
+
 class PciGuard:
-    """Refuses (400 pci_card_number) a request whose body or query holds a card number."""
+    """Refuses (400 pci_card_number) a request whose path, query or body holds a card
+    number, and a job whose headers hold one."""
 
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
         if guard_applies(exchange):
@@ -61,7 +122,14 @@ class PciGuard:
             if where is not None:
                 raise PciCardNumber(
                     f"a payment card number was found in {where}; "
-                    "the request was not sent (use a route with pci_guard = false "
-                    "for an endpoint that must receive card numbers)"
+                    f"the request was not sent ({_ROUTE_HINT})"
                 )
+            if exchange.policy.webhook_callback is not None:
+                where = card_in_headers(exchange)
+                if where is not None:
+                    raise PciCardNumber(
+                        f"a payment card number was found in {where}; the job was not "
+                        "accepted: a job keeps its request's headers as sent, so a card "
+                        f"number in one cannot be masked ({_ROUTE_HINT})"
+                    )
         return await call_next(exchange)

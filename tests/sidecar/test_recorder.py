@@ -242,6 +242,85 @@ def test_a_card_number_is_never_kept_even_when_recording() -> None:
     assert b"4111" not in encode(made)
 
 
+# --- card numbers outside the body are masked (issue 14) ------------------------
+
+PLAIN = "4111111111111111"
+#: Every way the card is spelt below, to search the stored bytes for.
+CARD_FORMS = [PLAIN, "4111 1111 1111 1111", "4111-1111-1111-1111", "111111111111"]
+
+
+def assert_no_card(made: RequestRecord) -> bytes:
+    """The stored bytes of `made`, which hold no card number in any spelling."""
+    data = encode(made)
+    for form in CARD_FORMS:
+        assert form.encode() not in data, form
+    return data
+
+
+def test_a_card_in_an_ordinary_header_is_masked_but_for_its_last_four_digits() -> None:
+    headers = [
+        TARGET,
+        ("X-Card", PLAIN),
+        ("X-Note", "pay with 4111 1111 1111 1111 today"),
+        ("Referer", "https://shop.test/pay?pan=4111+1111+1111+1111"),
+        ("X-Card-Number", "6011000000000000001"),  # 19 digits: the name is the label
+        ("X-Channel", "658377835337406812"),  # a snowflake id: kept as sent
+    ]
+    made = record(exchange(headers))
+    assert made.headers == (
+        ("x-card", "************1111"),
+        ("x-note", "pay with **** **** **** 1111 today"),
+        ("referer", "https://shop.test/pay?pan=****+****+****+1111"),
+        ("x-card-number", "***************0001"),
+        ("x-channel", "658377835337406812"),
+    )
+    assert_no_card(made)
+    assert b"6011000000000000001" not in encode(made)
+
+
+def test_a_card_in_the_path_is_masked_in_the_url_in_every_mode() -> None:
+    # The guard refuses these, but a request refused before it (a rate
+    # limit, an unknown route) or sent through a route with the guard off
+    # is still recorded.
+    target = record(exchange([TARGET], path=f"/v1/cards/{PLAIN}/charge"))
+    assert target.url == "https://api.test/base/v1/cards/************1111/charge"
+    route = record(exchange([("X-Route-Key", "pay")], path="/v1/cards/4111%201111%201111%201111"))
+    assert route.url == "/v1/cards/****%20****%20****%201111"
+    path_mode = record(exchange(path=f"/r/{PLAIN}/v1/x"))
+    assert (path_mode.route, path_mode.url) == ("************1111", "/v1/x")
+    for made in (target, route, path_mode):
+        assert_no_card(made)
+
+
+def test_a_card_in_the_target_url_is_masked() -> None:
+    made = record(exchange([("X-Target-URL", f"https://api.test/cards/{PLAIN}")], path="/"))
+    assert made.url == "https://api.test/cards/************1111"
+
+
+def test_a_card_in_a_request_id_or_a_withheld_header_name_is_masked() -> None:
+    made = build_record(
+        dataclasses.replace(
+            outcome(exchange([TARGET, (f"X-Api-Key-{PLAIN}", "k")])), request_id=PLAIN
+        ),
+        False,
+    )
+    assert made is not None
+    assert made.request_id == "************1111"
+    assert made.withheld == ("header:x-api-key-************1111", "body")
+    assert_no_card(made)
+
+
+def test_a_card_in_the_path_does_not_withhold_the_body() -> None:
+    made = record(exchange([TARGET], path=f"/v1/cards/{PLAIN}", body=b'{"n":1}'), True)
+    assert (made.body, made.withheld) == (b'{"n":1}', ())
+
+
+def test_headers_without_a_card_are_kept_as_sent() -> None:
+    headers = [TARGET, ("Accept", "a/b;q=0.9,+x"), ("X-Ts", "1700000000123"), ("X-Q", "%41")]
+    made = record(exchange(headers))
+    assert made.headers == (("accept", "a/b;q=0.9,+x"), ("x-ts", "1700000000123"), ("x-q", "%41"))
+
+
 # --- where it went ----------------------------------------------------------------
 
 
