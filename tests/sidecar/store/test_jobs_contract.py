@@ -29,6 +29,7 @@ from sidecar.jobs.model import (
 from sidecar.store.base import Store
 from sidecar.store.embedded import EmbeddedStore
 from sidecar.store.memory import MemoryStore
+from tests.sidecar.store.conftest import SHARED_BACKENDS
 from tests.support.clock import FakeClock
 
 #: Opaque bytes: a NUL and invalid UTF-8 must survive.
@@ -269,7 +270,7 @@ async def test_the_webhook_secret_is_created_once(store: Store) -> None:
 # -- two claimers on one backend ------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", ["embedded", "redis"], indirect=True)
+@pytest.mark.parametrize("store", SHARED_BACKENDS, indirect=True)
 async def test_another_store_never_claims_a_leased_job(
     store: Store, other: Store, fake: FakeClock
 ) -> None:
@@ -287,7 +288,7 @@ async def test_another_store_never_claims_a_leased_job(
     assert not await store.job_save(claimed.with_(status=SUCCEEDED), "a")
 
 
-@pytest.mark.parametrize("store", ["embedded", "redis"], indirect=True)
+@pytest.mark.parametrize("store", SHARED_BACKENDS, indirect=True)
 async def test_concurrent_claimers_take_each_job_exactly_once(
     store: Store, other: Store, fake: FakeClock
 ) -> None:

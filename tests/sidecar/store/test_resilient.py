@@ -369,3 +369,23 @@ async def test_while_degraded_observability_writes_stay_local_and_reads_raise(
         assert (await store.rate_take("client-a", 1, 60.0)).allowed  # Redis's bucket again
     finally:
         await store.close()
+
+
+# -- policies: every capability has one ---------------------------------------------
+
+
+def test_every_store_method_has_a_policy() -> None:
+    from sidecar.store.base import Store
+    from sidecar.store.resilient import FallsBack, SharedOnly
+    from sidecar.store.resilient.idempotency import LocalFirstIdempotency
+    from sidecar.store.resilient.policies import methods
+
+    falls_back, shared = set(methods(FallsBack)), set(methods(SharedOnly))
+    local_first = {name for name in methods(LocalFirstIdempotency) if name.startswith("idem_")}
+    lifecycle = {"open", "close"}
+
+    # Each method of Store is in exactly one policy, and ResilientStore has it.
+    assert not falls_back & shared and not (falls_back | shared) & local_first
+    assert set(methods(Store)) == falls_back | shared | local_first | lifecycle
+    for name in methods(Store):
+        assert asyncio.iscoroutinefunction(getattr(ResilientStore, name)), name

@@ -11,6 +11,7 @@ import pytest
 from sidecar import routes
 from sidecar.routes import Endpoint, Route, RouteDefaults
 from sidecar.store.base import Store
+from tests.sidecar.store.conftest import SHARED_BACKENDS
 
 #: Opaque bytes: the store must keep them exactly, a NUL and invalid UTF-8 too.
 BINARY = b'{"name":"x"}\x00\xff\xfe\n'
@@ -102,7 +103,7 @@ async def test_the_version_moves_on_every_write(store: Store) -> None:
     assert (await store.records_load("routes"))[0] == seen[-1]
 
 
-@pytest.mark.parametrize("store", ["embedded", "redis"], indirect=True)
+@pytest.mark.parametrize("store", SHARED_BACKENDS, indirect=True)
 async def test_another_store_on_the_same_backend_sees_each_write(
     store: Store, other: Store
 ) -> None:
