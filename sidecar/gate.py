@@ -51,6 +51,7 @@ from sidecar import client_keys
 from sidecar.client_keys import ClientKey
 from sidecar.errors import BadHeader, BadRequest, BadRequestFraming, HostNotAllowed, Unauthorized
 from sidecar.exchange import Headers, new_request_id
+from sidecar.pci import mask_text
 from sidecar.policy import is_token
 
 LOCAL_CLIENT = "local"
@@ -153,7 +154,9 @@ def request_id_of(first: Mapping[str, str]) -> str:
     """
     given = first.get("x-request-id")
     if given is not None and is_token(given):
-        return given
+        # The id goes into records, events and logs: a card number in it is
+        # masked there (SPEC §2.2), and so in the echo too.
+        return mask_text(given)
     return new_request_id()
 
 

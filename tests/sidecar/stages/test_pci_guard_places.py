@@ -14,6 +14,7 @@ import pytest
 from sidecar.egress import EgressPolicy
 from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange, Response
+from sidecar.gate import request_id_of
 from sidecar.pipeline import Parts, build, standard_stages
 from sidecar.policy import parse_policy
 from sidecar.routes import Endpoint, Route
@@ -148,3 +149,17 @@ async def test_a_refused_job_is_not_stored_and_its_clean_twin_is() -> None:
         assert len(await store.job_list()) == 1
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (CARD, "************1111"),
+        ("req-4111-1111-1111-1111", "req-****-****-****-1111"),
+        ("658377835337406812", "658377835337406812"),
+        ("req-1", "req-1"),
+    ],
+)
+def test_a_card_number_in_the_clients_request_id_is_masked(given: str, kept: str) -> None:
+    # The id is kept in records and events and echoed back (sidecar/gate.py).
+    assert request_id_of({"x-request-id": given}) == kept
