@@ -4,7 +4,7 @@ round trip (SPEC §4, §2.1, §6).
 
 Records are written by `mirapi routes|keys|secrets`, often from another
 process, into the store every sidecar shares. A `RecordTable` polls
-`Store.records_version(kind)` every `interval` seconds (real time) and
+`NamedRecordStore.records_version(kind)` every `interval` seconds (real time) and
 reloads the kind only when the version changed, so a change is seen within
 `interval` plus one load:
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from sidecar.errors import StoreUnavailable
-from sidecar.store.base import Store
+from sidecar.store.records import NamedRecordStore
 
 T = TypeVar("T")
 #: Turns a stored record (its name, its data) into its value; raises on bad data.
@@ -54,7 +54,7 @@ class RecordTable(Generic[T]):
     """Every record of `kind` in `store`, kept fresh by polling its version."""
 
     def __init__(
-        self, store: Store, kind: str, decode: Decoder[T], *, interval: float = 0.5
+        self, store: NamedRecordStore, kind: str, decode: Decoder[T], *, interval: float = 0.5
     ) -> None:
         self._store = store
         self._kind = kind

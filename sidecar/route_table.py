@@ -5,7 +5,7 @@ from __future__ import annotations
 from sidecar import routes
 from sidecar.record_table import RecordTable
 from sidecar.routes import Route
-from sidecar.store.base import Store
+from sidecar.store.records import NamedRecordStore
 
 
 def decode_route(name: str, data: bytes) -> Route:
@@ -19,5 +19,5 @@ def decode_route(name: str, data: bytes) -> Route:
 class RouteTable(RecordTable[Route]):
     """Every route in `store`, kept fresh by polling its version."""
 
-    def __init__(self, store: Store, interval: float = 0.5) -> None:
+    def __init__(self, store: NamedRecordStore, interval: float = 0.5) -> None:
         super().__init__(store, "routes", decode_route, interval=interval)

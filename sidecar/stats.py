@@ -2,13 +2,13 @@
 
 `StatsCounter` is an observer: for every proxied request it adds a few
 named counts to an in-memory bucket for the hour the request arrived in, and
-a background task adds the buckets to the store (`Store.stats_add`) about
+a background task adds the buckets to the store (`LogWriter.stats_add`) about
 once a second. Counting is plain dict arithmetic on the request path; only
 the flush awaits the store, so a slow or lost store costs a request nothing.
 While the store refuses them the counts wait for the next flush (bounded in
 keys and in age), since a count lost is a rescue the user never sees.
 
-The counts, summed by `Store.stats_read` over the hours asked for:
+The counts, summed by `LogReader.stats_read` over the hours asked for:
 
     requests                  every proxied request
     ok                        answered with a status below 400
@@ -43,7 +43,7 @@ from sidecar.clock import Clock
 from sidecar.exchange import Exchange
 from sidecar.observe import Outcome
 from sidecar.retry_budget import upstream_host
-from sidecar.store.base import Store
+from sidecar.store.logs import LogWriter
 
 log = logging.getLogger("mirapi.stats")
 
@@ -216,7 +216,7 @@ class StatsCounter:
 
     def __init__(
         self,
-        store: Store,
+        store: LogWriter,
         clock: Clock,
         *,
         interval: float = FLUSH_INTERVAL,

@@ -31,7 +31,7 @@ import orjson
 from sidecar.clock import Clock
 from sidecar.errors import UpstreamFailure
 from sidecar.jobs.model import Job
-from sidecar.store.base import Store
+from sidecar.store.jobs import JobStore
 from sidecar.upstream import UpstreamClient
 
 SECRET_PREFIX = "whsec_"
@@ -107,7 +107,7 @@ class CallbackSender:
 
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         client: UpstreamClient,
         clock: Clock,
         timeout: float = DELIVERY_TIMEOUT,

@@ -64,7 +64,7 @@ from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobOutcome, Jo
 from sidecar.policy import parse_policy
 from sidecar.retry_budget import upstream_host
 from sidecar.stages.idempotency import IDEMPOTENT_METHODS
-from sidecar.store.base import Store
+from sidecar.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class JobWorkers:
 
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         run_request: Next,
         deliver: Deliver,
         clock: Clock,

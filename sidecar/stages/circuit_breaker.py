@@ -1,7 +1,7 @@
 """The circuit breaker, per upstream host (SPEC §2.6, `X-Circuit-Breaker`).
 
 State machine, kept in the store so that sidecars sharing Redis share it
-(`Store.breaker_admit` / `breaker_record` make each step atomic):
+(`BreakerStore.breaker_admit` / `breaker_record` make each step atomic):
 
     closed ──(threshold consecutive failures)──▶ open
     open ──(cooldown over; one attempt admitted as the probe)──▶ half_open
@@ -41,7 +41,7 @@ from sidecar.events import BREAKER, Event, EventLog
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.policy import BreakerPolicy
 from sidecar.retry_budget import upstream_host
-from sidecar.store.base import Admission, BreakerState, Store
+from sidecar.store.breaker import Admission, BreakerState, BreakerStore
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ def counts_as_failure(status: int) -> bool:
 class CircuitBreaker:
     """Admits or refuses each attempt by its host's breaker, then records the outcome."""
 
-    def __init__(self, store: Store, clock: Clock, *, events: EventLog | None = None) -> None:
+    def __init__(
+        self, store: BreakerStore, clock: Clock, *, events: EventLog | None = None
+    ) -> None:
         self._store = store
         # The store reads its own clock for every breaker time; this one
         # dates the events.

@@ -71,13 +71,8 @@ from sidecar.errors import (
     error_headers,
 )
 from sidecar.exchange import BodyStream, Exchange, Next, Response
-from sidecar.store.base import (
-    ClaimOutcome,
-    Headers,
-    Store,
-    StoredResponse,
-    WaitOutcome,
-)
+from sidecar.store.cache import Headers, StoredResponse
+from sidecar.store.idempotency import ClaimOutcome, IdempotencyStore, WaitOutcome
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +155,7 @@ class HeldLock:
     (almost all) costs no task at all.
     """
 
-    def __init__(self, store: Store, key: str, token: str, lock_ttl: float) -> None:
+    def __init__(self, store: IdempotencyStore, key: str, token: str, lock_ttl: float) -> None:
         self._store = store
         self._key = key
         self._token = token
@@ -213,7 +208,7 @@ class Idempotency:
 
     def __init__(
         self,
-        store: Store,
+        store: IdempotencyStore,
         clock: Clock,
         max_body: int,
         replay_ttl: float = DEFAULT_REPLAY_TTL,

@@ -4,7 +4,7 @@ Configured as `rate_limit = "100/min"` (the sidecar's, for every request)
 and a route's own `rate_limit` (on top, for that route). Off by default.
 The client is its key's id, or its IP address while no keys exist. Buckets
 live in the store, so sidecars sharing Redis share them
-(`Store.rate_take`); a store that cannot answer lets the request through
+(`RateStore.rate_take`); a store that cannot answer lets the request through
 (the limit protects the upstream's quota; it must never be why a request
 fails), like the circuit breaker.
 
@@ -23,7 +23,7 @@ import math
 from sidecar.config import parse_rate
 from sidecar.errors import RateLimited, StoreUnavailable
 from sidecar.exchange import Exchange, Next, Response
-from sidecar.store.base import RateDecision, Store
+from sidecar.store.rate import RateDecision, RateStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def rate_headers(limit: int, decision: RateDecision) -> list[tuple[str, str]]:
 class RateLimit:
     """Takes a token from each bucket that applies; refuses with 429 when one is empty."""
 
-    def __init__(self, store: Store, rate_limit: str | None) -> None:
+    def __init__(self, store: RateStore, rate_limit: str | None) -> None:
         self._store = store
         self._rate: Rate | None = None if rate_limit is None else parse_rate(rate_limit)
 

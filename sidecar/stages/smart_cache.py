@@ -45,7 +45,7 @@ from sidecar.errors import (
 )
 from sidecar.exchange import BodyStream, Exchange, Headers, Next, Response
 from sidecar.policy import CachePolicy
-from sidecar.store.base import Store, StoredResponse
+from sidecar.store.cache import CacheStore, StoredResponse
 from sidecar.upstream import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def kept_headers(headers: Headers) -> tuple[tuple[str, str], ...]:
 class SmartCache:
     """Keeps 2xx answers; answers from them when the upstream fails (or while fresh)."""
 
-    def __init__(self, store: Store, clock: Clock, max_entry_bytes: int) -> None:
+    def __init__(self, store: CacheStore, clock: Clock, max_entry_bytes: int) -> None:
         self._store = store
         self._clock = clock
         self._max_entry_bytes = max_entry_bytes
