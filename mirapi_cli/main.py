@@ -20,6 +20,7 @@ import typer
 
 from mirapi_cli.commands.completion import app as completion_app
 from mirapi_cli.commands.curl import curl
+from mirapi_cli.commands.curl_argv import CurlCommand
 from mirapi_cli.commands.events import app as events_app
 from mirapi_cli.commands.jobs import app as jobs_app
 from mirapi_cli.commands.keys import app as keys_app
@@ -48,7 +49,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(events_app, name="events")
 app.add_typer(completion_app, name="completion")
-app.command("curl")(curl)
+app.command("curl", cls=CurlCommand)(curl)
 app.command("replay")(replay)
 app.command("stats")(stats)
 

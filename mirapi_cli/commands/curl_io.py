@@ -1,22 +1,47 @@
-"""The I/O half of `mirapi curl`: make the call, then write what came back."""
+"""The network half of `mirapi curl`: one call, in-process or through a sidecar.
+
+In-process, the target is looked up with `resolver` (the system's, unless
+a test puts its own there, so that no name leaves the machine) and vetted
+by the egress the caller passes: none for what the user typed, the
+config's policy for a redirect hop to another host (`curl_redirect`).
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
 
-from mirapi_cli.commands.curl import CurlExit, CurlRequest
-from mirapi_cli.errors import ExitCode
+from mirapi_cli.commands.curl_model import CurlRequest
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
+    from sidecar.egress import Egress, Resolver
+
+#: The resolver in-process calls use; None: the system's. Tests set their own.
+resolver: Resolver | None = None
+
+
+def open_egress() -> Egress:
+    """No policy, as for the URL the user typed (SPEC §3)."""
+    from sidecar.egress import OpenEgress
+
+    return OpenEgress(resolver)
+
+
+def policy_egress(settings: Settings) -> Egress:
+    """The config's egress policy, for a redirect hop the server chose."""
+    from sidecar.egress import EgressPolicy
+
+    return EgressPolicy(
+        allow_private=settings.allow_private, allow_hosts=settings.allow_hosts, resolver=resolver
+    )
+
 
 #: Added by the sidecar for X-Proxy-Debug, which --via asks for to tell the
 #: sidecar's own errors from upstream answers; not shown as upstream headers.
@@ -47,6 +72,7 @@ async def in_process(
     call: CurlRequest,
     on_attempt: Callable[[str, str, float], None],
     settings: Settings | None = None,
+    egress: Egress | None = None,
 ) -> CurlResponse:
     """Run the sidecar's pipeline here, with no sidecar.
 
@@ -71,11 +97,20 @@ async def in_process(
         if call.route is not None:
             routes = RouteTable(store)
             await routes.refresh()
-    request = oneshot.OneShot(call.method, call.headers, call.body, on_attempt=on_attempt)
+    request = oneshot.OneShot(
+        call.method,
+        call.headers,
+        call.body,
+        on_attempt=on_attempt,
+        verify_tls=call.verify_tls,
+        connect_timeout=call.connect_timeout,
+    )
     if call.route is not None:
         request.path, request.query = call.path_and_query()
     try:
-        response, _ = await oneshot.call(request, store=store, routes=routes)
+        response, _ = await oneshot.call(
+            request, store=store, routes=routes, egress=egress or open_egress()
+        )
     except MirApiError as error:
         if store is not None:
             await store.close()
@@ -164,37 +199,3 @@ def _is_sidecar_error(response: httpx.Response) -> bool:
     return "x-mirapi-attempts" not in response.headers and response.headers.get(
         "content-type", ""
     ).startswith("application/json")
-
-
-async def deliver(
-    response: CurlResponse,
-    sink: IO[bytes],
-    *,
-    include: bool,
-    verbose: bool,
-    fail: bool,
-    silent: bool = False,
-) -> int:
-    """Write the headers (with -i / -v) and stream the body; return the exit code."""
-    status_line = f"HTTP/1.1 {response.status} {response.reason}".rstrip()
-    head = [status_line, *(f"{name}: {value}" for name, value in response.headers)]
-    if verbose:
-        sys.stderr.write("".join(f"< {line}\n" for line in head) + "<\n")
-    if fail and response.status >= 400:
-        await response.close()
-        if not silent:
-            sys.stderr.write(f"mirapi: the upstream answered {response.status}\n")
-        return CurlExit.HTTP_ERROR
-    try:
-        if include:
-            sink.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        async for chunk in response.chunks:
-            sink.write(chunk)
-            sink.flush()
-    except BrokenPipeError:
-        return ExitCode.OK
-    except OSError:
-        return CurlExit.WRITE_ERROR
-    finally:
-        await response.close()
-    return ExitCode.OK

@@ -1,0 +1,149 @@
+"""A loopback HTTP server that records every request byte for byte, and two ways to call it.
+
+`Recorder` runs `http.server` in a thread (so a sync test can drive both a
+real `curl` process and `mirapi curl` in-process through click's runner),
+keeps method, request-target, headers in order (repeated names kept) and
+body bytes, and answers by path:
+
+    /redirect/CODE?to=PATH   CODE with Location: PATH
+    /status/CODE             CODE with a short text body
+    /gzip                    a gzip-encoded body
+    /slow                    waits 3 s before answering
+    anything else            200, a JSON body and a repeated X-Multi header
+"""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from typer.testing import CliRunner
+
+from mirapi_cli.main import run
+
+BODY = b'{"ok":true}'
+GZIPPED = b"hello, compressed world\n" * 20
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server received it."""
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads what was recorded."""
+
+    def handle(self) -> None:
+        # A client that gives up early (curl -o into a missing dir, -m) is no error here.
+        try:
+            super().handle()
+        except ConnectionError:
+            pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.seen.append(Seen(self.command, self.path, tuple(self.headers.items()), body))
+        parts = urlsplit(self.path)
+        route = parts.path.strip("/").split("/")
+        status, headers, payload = 200, [("Content-Type", "application/json")], BODY
+        headers += [("X-Multi", "a"), ("X-Multi", "b")]
+        if route[0] == "redirect":
+            status = int(route[1])
+            target = parse_qs(parts.query).get("to", ["/landed"])[0]
+            headers, payload = [("Location", target)], b"moved"
+        elif route[0] == "status":
+            status, headers, payload = int(route[1]), [("Content-Type", "text/plain")], b"oops"
+        elif route[0] == "gzip":
+            headers = [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")]
+            payload = gzip.compress(GZIPPED)
+        elif route[0] == "slow":
+            time.sleep(3)
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _answer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    seen: list[Seen]
+
+
+@contextmanager
+def recorder() -> Iterator[_Server]:
+    """A running recording server on 127.0.0.1 (port 0: bound, never guessed)."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def base_url(server: _Server) -> str:
+    """http://127.0.0.1:PORT of `server`."""
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run printed and how it ended."""
+
+    code: int
+    stdout: bytes
+    stderr: str
+
+
+def real_curl(args: list[str], *, stdin: bytes = b"", cwd: str | None = None) -> Outcome:
+    """Run the real `curl` binary (no config file of the user's: -q)."""
+    done = subprocess.run(
+        ["curl", "-q", *args], input=stdin, capture_output=True, timeout=30, check=False, cwd=cwd
+    )
+    return Outcome(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
+
+
+def mirapi_curl(args: list[str], *, stdin: bytes = b"") -> Outcome:
+    """Run `mirapi curl ARGS` in this process, through the real entry point (`main.run`)."""
+    runner = CliRunner()
+    code = 0
+    with runner.isolation(input=stdin, env={"NO_COLOR": "1"}) as (out, err, _):
+        try:
+            run(["curl", *args])
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        finally:
+            sys_stdout_flush()
+        return Outcome(code, out.getvalue(), err.getvalue().decode(errors="replace"))
+
+
+def sys_stdout_flush() -> None:
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
