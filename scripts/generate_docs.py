@@ -336,8 +336,10 @@ PAGES: Mapping[str, PageText] = {
     ),
     "curl": PageText(
         description=(
+            "Takes curl's everyday flags with curl's meaning and exit codes (docs/curl.md). "
             "Runs the sidecar's pipeline in this process (no sidecar and no egress policy "
-            "needed: you typed the URL), or through a running sidecar with `--via`. With "
+            "needed: you typed the URL; a `-L` hop to another host goes through the "
+            "config's policy), or through a running sidecar with `--via`. With "
             "`--route NAME` the call goes to a stored route and URL is the path and query to "
             "append to its endpoints.",
             "The body goes to stdout (or the `-o` file) as it arrives; notes, `-v` attempt "
@@ -372,8 +374,9 @@ PAGES: Mapping[str, PageText] = {
             (str(int(CurlExit.CONNECT)), "The upstream could not be reached."),
             (str(int(CurlExit.HTTP_ERROR)), "With `-f`: the answer had an HTTP error status."),
             (str(int(CurlExit.WRITE_ERROR)), "The body could not be written."),
-            (str(int(CurlExit.READ_ERROR)), "The request body could not be read."),
-            (str(int(CurlExit.TIMEOUT)), "The timeout or the deadline ran out."),
+            (str(int(CurlExit.READ_ERROR)), "A -F file could not be read."),
+            (str(int(CurlExit.TIMEOUT)), "A time limit ran out (-m, --deadline, ...)."),
+            (str(int(CurlExit.TOO_MANY_REDIRECTS)), "With -L: more redirects than --max-redirs."),
         ),
         see_also=("curl(1)",),
     ),
