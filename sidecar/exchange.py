@@ -49,11 +49,14 @@ class Exchange:
     """One proxied request on its way through the pipeline."""
 
     method: str
-    #: The path as received, with /r/NAME removed in path mode (SPEC §1).
+    #: The path as received, with /r/NAME removed in path mode (SPEC §1);
+    #: always starting with '/' (the door refuses any other request-target).
     path: str
     #: The raw query string, without the leading '?'.
     query: str
-    #: Header names in lower case, in arrival order; values as received.
+    #: Header names in lower case, in arrival order; values as text, read
+    #: from their bytes as UTF-8 by the door (sidecar.gate), which refuses
+    #: any other bytes, and sent upstream as the same bytes.
     headers: Headers
     body: bytes
     policy: RequestPolicy

@@ -5,7 +5,9 @@ spoken to over raw sockets where httpx would not send what an attacker does.
 - `Content-Length` with `Transfer-Encoding` is refused, never forwarded, and
   the connection closed;
 - a body over `max_body` gets 413 without reaching the upstream;
-- a client that stops sending mid-request is timed out (`read_timeout`).
+- a client that stops sending mid-request is timed out (`read_timeout`);
+- no request-target moves a request to another host, and odd bytes in a
+  request line or header get a 400, never a 500 (issue 14).
 """
 
 from __future__ import annotations
@@ -137,4 +139,33 @@ async def test_a_client_that_stops_sending_its_body_is_timed_out(
     raw = await exchange_raw(sidecar, request, within=10.0)
     assert time.monotonic() - began < 4.0
     assert b"HTTP/1.1 2" not in raw
+    assert upstream.seen == []
+
+
+async def test_request_targets_and_header_bytes_get_a_400_and_never_another_host(
+    sidecar: tuple[str, int], upstream: Upstream
+) -> None:
+    hits: list[bytes] = []
+
+    async def elsewhere(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hits.append(await reader.read(1024))
+        writer.close()
+
+    other = await asyncio.start_server(elsewhere, "127.0.0.2", 0)
+    port = other.sockets[0].getsockname()[1]
+    target = f"X-Target-URL: {upstream.url}\r\n".encode()
+    async with other:
+        for head, code in (
+            (b"GET @127.0.0.2:%d/echo HTTP/1.1\r\n" % port, "bad_request"),
+            (b"GET http://127.0.0.2:%d/echo HTTP/1.1\r\n" % port, "bad_request"),
+            (b"OPTIONS * HTTP/1.1\r\n", "bad_request"),
+            (b"GET / HTTP/1.1\r\nAccept-Language: caf\xe9\r\n", "bad_header"),
+            ("GET / HTTP/1.1\r\nX-Request-ID: r\u00e9q-1\r\n".encode(), "bad_header"),
+        ):
+            raw = await exchange_raw(
+                sidecar, head + target + b"Host: localhost\r\nConnection: close\r\n\r\n"
+            )
+            status, body = status_and_body(raw)
+            assert (status, body["error"]["code"]) == (400, code), head  # type: ignore[index]
+    assert hits == []
     assert upstream.seen == []

@@ -135,9 +135,9 @@ async def test_utf8_header_values_reach_the_upstream_byte_for_byte(
         answer = await http.get(
             "/",
             headers={
-                "X-Target-URL": upstream.url,
-                "User-Agent": "na\u00efve".encode(),
-                "X-Identity-Key": "cl\u00e9".encode(),
+                b"X-Target-URL": upstream.url.encode(),
+                b"User-Agent": "na\u00efve".encode(),
+                b"X-Identity-Key": "cl\u00e9".encode(),
             },
         )
     assert answer.status_code == 200
@@ -185,9 +185,9 @@ async def test_a_callback_job_with_utf8_headers_is_accepted_and_runs(
         answer = await http.post(
             "/v1/charges",
             headers={
-                "X-Target-URL": upstream.url,
-                "X-Webhook-Callback": f"{upstream.url}/hook",
-                "User-Agent": "na\u00efve".encode(),
+                b"X-Target-URL": upstream.url.encode(),
+                b"X-Webhook-Callback": f"{upstream.url}/hook".encode(),
+                b"User-Agent": "na\u00efve".encode(),
             },
             content=b"amount=1",
         )
@@ -236,9 +236,7 @@ async def test_an_absolute_form_target_is_a_bad_request_and_calls_nothing(
     door: Door, upstream: Upstream, elsewhere: Elsewhere
 ) -> None:
     line = f"GET http://127.0.0.2:{elsewhere.port}/path HTTP/1.1\r\n".encode()
-    status, _, body = await raw_request(
-        door, line + f"X-Target-URL: {upstream.url}\r\n".encode()
-    )
+    status, _, body = await raw_request(door, line + f"X-Target-URL: {upstream.url}\r\n".encode())
     assert status == 400
     assert error_of(body)["code"] == "bad_request"
     assert upstream.seen == [] and elsewhere.connections == []
@@ -252,9 +250,7 @@ async def test_no_request_target_moves_a_request_to_another_host(
     # port the userinfo and 127.0.0.2 the host (with the route's headers).
     header = f"X-Target-URL: {upstream.url}" if mode == "X-Target-URL" else "X-Route-Key: pay"
     for target in (f"@127.0.0.2:{elsewhere.port}/echo", f":1@127.0.0.2:{elsewhere.port}/"):
-        status, _, body = await raw_request(
-            door, f"GET {target} HTTP/1.1\r\n{header}\r\n".encode()
-        )
+        status, _, body = await raw_request(door, f"GET {target} HTTP/1.1\r\n{header}\r\n".encode())
         assert status == 400
         assert error_of(body)["code"] == "bad_request"
     assert elsewhere.connections == []
@@ -320,3 +316,25 @@ async def test_a_malformed_host_is_refused_before_any_lookup(
     assert error["message"].startswith(f"{header}:")
     assert door.resolver.names == []
     assert upstream.seen == []
+
+
+# --- mirapi curl's in-process call goes through the same door -----------------------
+
+
+async def test_a_one_off_call_reads_headers_as_the_door_does(upstream: Upstream) -> None:
+    from sidecar import oneshot
+    from sidecar.errors import BadHeader, BadRequest
+
+    upstream.default = echo()
+    target = ("X-Target-URL", upstream.url)
+    response, _ = await oneshot.call(oneshot.OneShot("GET", [target, ("User-Agent", "na\u00efve")]))
+    await response.discard()
+    assert response.status == 200
+    assert upstream.seen[0].headers["user-agent"] == "na\u00efve"
+    with pytest.raises(BadHeader) as caught:
+        await oneshot.call(oneshot.OneShot("GET", [target, ("X-Custom", "a\r\nX-Injected: 1")]))
+    assert caught.value.header == "x-custom"
+    moved = oneshot.OneShot("GET", [("X-Route-Key", "pay")], path="@127.0.0.2:9/x")
+    with pytest.raises(BadRequest):
+        await oneshot.call(moved, routes={"pay": Route("pay", (Endpoint(upstream.url),))})
+    assert len(upstream.seen) == 1

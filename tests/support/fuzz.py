@@ -334,9 +334,8 @@ class Harness:
         data_dir = Path(tempfile.mkdtemp(prefix="mirapi-fuzz-"))
         settings = Settings(data_dir=data_dir, allow_private=True, job_workers=1)
         client = UpstreamClient(self.egress, transport=self.transport)
-        self.app = Sidecar(
-            settings, egress=self.egress, client=client, store=MemoryStore(SYSTEM_CLOCK)
-        )  # type: ignore[arg-type]
+        store = MemoryStore(SYSTEM_CLOCK)
+        self.app = Sidecar(settings, egress=self.egress, client=client, store=store)
         self.log = TracebackLog()
         #: Every URL named so far: a background job calls what an earlier case named.
         self.named = ROUTE.endpoints[0].url
