@@ -377,6 +377,7 @@ PAGES: Mapping[str, PageText] = {
             (str(int(CurlExit.READ_ERROR)), "A -F file could not be read."),
             (str(int(CurlExit.TIMEOUT)), "A time limit ran out (-m, --deadline, ...)."),
             (str(int(CurlExit.TOO_MANY_REDIRECTS)), "With -L: more redirects than --max-redirs."),
+            (str(int(CurlExit.TLS_VERIFY)), "The TLS certificate did not verify (see -k)."),
         ),
         see_also=("curl(1)",),
     ),

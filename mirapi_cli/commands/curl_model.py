@@ -17,6 +17,7 @@ class CurlExit(IntEnum):
     READ_ERROR = 26
     TIMEOUT = 28
     TOO_MANY_REDIRECTS = 47
+    TLS_VERIFY = 60
 
 
 #: The proxy header that names the target; redirects change it.

@@ -1,7 +1,7 @@
 """One `mirapi curl` transfer: the call, its redirects, the output, `-w`, the exit code.
 
 `-m` bounds all of it (every hop and the body) and exits 28 like curl;
-exit codes follow curl's where curl has one (3, 6, 7, 22, 23, 26, 28, 47),
+exit codes follow curl's where curl has one (3, 6, 7, 22, 23, 26, 28, 47, 60),
 else MirApi's (1, 2). Errors are one `mirapi: ...` line on stderr unless
 `-s` (without `-S`).
 """
@@ -57,8 +57,12 @@ def flag_names(message: str) -> str:
 
 def exit_code(failure: curl_io.CallFailed) -> int:
     """curl's exit code for a call that got no answer."""
+    # The pipeline has one code for "not reached"; curl tells these two apart by
+    # their own codes, and the message is where the pipeline says which it was.
     if failure.code == "upstream_unreachable" and failure.message.startswith("could not resolve"):
         return CurlExit.RESOLVE
+    if failure.code == "upstream_unreachable" and "CERTIFICATE_VERIFY_FAILED" in failure.message:
+        return CurlExit.TLS_VERIFY
     return int(_EXIT_FOR_ERROR.get(failure.code, ExitCode.ERROR))
 
 

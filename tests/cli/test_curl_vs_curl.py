@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,40 @@ def test_exit_codes_and_stdout_match_curl(args: list[str], code: int, tmp_path: 
     assert ours.code == code, ours.stderr
     assert ours.stdout == reference.stdout
     assert "Traceback" not in ours.stderr
+
+
+def test_insecure_accepts_a_self_signed_certificate_and_only_then(tmp_path: Path) -> None:
+    with recorder(tls=tmp_path) as server:
+        url = base_url(server) + "/tls"
+        refused, ours_refused = real_curl(["-s", url]), mirapi_curl(["-s", url])
+        accepted, ours_accepted = real_curl(["-sk", url]), mirapi_curl(["-sk", url])
+        assert [seen.target for seen in server.seen] == ["/tls", "/tls"]
+    assert accepted.code == ours_accepted.code == 0
+    assert ours_accepted.stdout == accepted.stdout == BODY
+    assert refused.code == ours_refused.code == 60, ours_refused.stderr
+
+
+def test_connect_timeout_bounds_connecting_only() -> None:
+    """A listener whose accept queue is full: the kernel drops the SYN, connecting hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        queued = [socket.socket() for _ in range(3)]
+        for sock in queued:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+        try:
+            line = ["-sS", "--connect-timeout", "0.5", f"http://127.0.0.1:{port}/"]
+            reference = real_curl(line)
+            started = time.monotonic()
+            ours = mirapi_curl(line)
+            took = time.monotonic() - started
+        finally:
+            for sock in queued:
+                sock.close()
+    assert reference.code == ours.code == 28, ours.stderr
+    assert took < 5  # not the 30 s per-attempt timeout
 
 
 def test_an_unknown_host_exits_6_and_never_reaches_dns(monkeypatch: pytest.MonkeyPatch) -> None:

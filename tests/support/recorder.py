@@ -15,6 +15,7 @@ body bytes, and answers by path:
 from __future__ import annotations
 
 import gzip
+import ssl
 import subprocess
 import threading
 import time
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from typer.testing import CliRunner
@@ -92,10 +94,17 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def recorder() -> Iterator[_Server]:
-    """A running recording server on 127.0.0.1 (port 0: bound, never guessed)."""
+def recorder(tls: Path | None = None) -> Iterator[_Server]:
+    """A running recording server on 127.0.0.1 (port 0: bound, never guessed).
+
+    With `tls` (a directory), it speaks https with a new self-signed certificate.
+    """
     server = _Server(("127.0.0.1", 0), _Handler)
     server.seen = []
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self_signed(tls))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -107,8 +116,48 @@ def recorder() -> Iterator[_Server]:
 
 
 def base_url(server: _Server) -> str:
-    """http://127.0.0.1:PORT of `server`."""
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    """http(s)://127.0.0.1:PORT of `server`."""
+    scheme = "https" if isinstance(server.socket, ssl.SSLSocket) else "http"
+    return f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: (cert.pem, key.pem) in `directory`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
 
 
 @dataclass(frozen=True)
