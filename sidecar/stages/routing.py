@@ -25,10 +25,11 @@ In route mode:
   default included) unless the request itself sent `X-Timeout`.
 - `X-Failover-URL` is refused (`400 bad_header`): a route's backups are its
   own endpoints, and silently dropping the header would hide a mistake.
-- A route default the parsers refuse (it would have been refused by
-  `mirapi routes add`, so the store holds something it should not) answers
-  `500 route_invalid` naming the route and header: it is the sidecar's
-  configuration that is wrong, not the client's request.
+- A route default the parsers refuse, or an endpoint URL whose host is not
+  a host name or IP literal (either would have been refused by `mirapi
+  routes add`, so the store holds something it should not) answers `500
+  route_invalid` naming the route: it is the sidecar's configuration that
+  is wrong, not the client's request. The endpoint's host is never looked up.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Protocol
 
 from sidecar.errors import BadHeader, BadRequest, NoTarget, NotFound, RouteInvalid
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
-from sidecar.policy import RequestPolicy, parse_policy
+from sidecar.policy import RequestPolicy, parse_policy, url_problem
 from sidecar.routes import DEFAULT_KEYS, Route
 from sidecar.stages.strip_headers import endpoint_headers
 
@@ -158,6 +159,12 @@ class Routing:
             raise NotFound(f"no route named {name!r}", code="route_not_found")
         if not route.endpoints:
             raise RouteInvalid(f"route {name!r} has no endpoints")
+        for number, endpoint in enumerate(route.endpoints, 1):
+            # `routes add` refuses such a URL; one stored before it did is
+            # refused here, before its host reaches a resolver (cached: cheap).
+            problem = url_problem(endpoint.url)
+            if problem is not None:
+                raise RouteInvalid(f"route {name!r}, endpoint {number}: {problem}")
         if exchange.policy.failover_urls:
             raise BadHeader(
                 "X-Failover-URL", f"not with a route: add the URL to route {name!r} instead"

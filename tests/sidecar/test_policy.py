@@ -196,3 +196,22 @@ def test_a_json_pointer_may_name_any_member() -> None:
 def test_joining_refuses_a_path_that_would_become_part_of_the_host(path: str) -> None:
     with pytest.raises(BadRequest):
         join_target("http://127.0.0.1:9", path, "")
+
+
+async def test_a_stored_endpoint_with_a_malformed_host_is_never_called() -> None:
+    from sidecar.errors import RouteInvalid
+    from sidecar.exchange import Exchange, Response
+    from sidecar.routes import Endpoint, Route
+    from sidecar.stages.routing import Routing
+
+    # Stored before `routes add` checked hosts: refused without a lookup.
+    old = Route("old", (Endpoint("http://%31%32%37.0.0.1:9/"),))
+    headers = {"x-route-key": "old"}
+    exchange = Exchange("GET", "/", "", list(headers.items()), b"", parse_policy(headers), "rid")
+
+    async def never(_: Exchange) -> Response:
+        raise AssertionError("called")
+
+    with pytest.raises(RouteInvalid) as caught:
+        await Routing({"old": old})(exchange, never)
+    assert "endpoint 1" in caught.value.message
