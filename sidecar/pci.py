@@ -253,12 +253,13 @@ def in_card_context(data: bytes, start: int) -> bool:
     return _NUMBER_KEY.search(label) is not None
 
 
-#: Told a run offset, says whether a 17-19 digit number starting there is in a card context.
-Labelled = Callable[[int], bool]
+#: Told (start, end, digits) of a brand- and Luhn-valid window, in run offsets:
+#: whether it is a card number where it stands (`_counts`).
+Fits = Callable[[int, int, int], bool]
 Span = tuple[int, int]
 
 
-def _first_window(groups: list[bytes], remaining: int, labelled: Labelled) -> Span | None:
+def _first_window(groups: list[bytes], remaining: int, fits: Fits) -> Span | None:
     """The span in the run of the first card number, or None.
 
     `groups` are the digit groups of a run joined by one kind of
@@ -282,7 +283,7 @@ def _first_window(groups: list[bytes], remaining: int, labelled: Labelled) -> Sp
             if (
                 len(digits) >= MIN_DIGITS
                 and is_card_number(digits)
-                and (len(digits) <= MAX_DIGITS_WITHOUT_CONTEXT or labelled(start))
+                and fits(start, end, len(digits))
             ):
                 return start, end
             if following == len(groups) or not groups[following]:
@@ -293,25 +294,24 @@ def _first_window(groups: list[bytes], remaining: int, labelled: Labelled) -> Sp
     return None
 
 
-def _card_in_run(run: bytes, labelled: Labelled) -> Span | None:
+def _card_in_run(run: bytes, fits: Fits) -> Span | None:
     """The span in `run` (a candidate match) of the first card number, or None."""
     if run.isdigit():
-        if len(run) <= MAX_DIGITS_WITHOUT_CONTEXT or labelled(0):
-            return (0, len(run)) if is_card_number(run) else None
-        return None
+        found = is_card_number(run) and fits(0, len(run), len(run))
+        return (0, len(run)) if found else None
     has_space = b" " in run
     if has_space and b"-" in run:
-        return _mixed_run(run, labelled)
+        return _mixed_run(run, fits)
     groups = run.split(b" " if has_space else b"-")
-    return _first_window(groups, len(run) - len(groups) + 1, labelled)
+    return _first_window(groups, len(run) - len(groups) + 1, fits)
 
 
-def _shifted(labelled: Labelled, by: int, offset: int) -> bool:
-    """`labelled` for a window that starts `by` bytes into the run."""
-    return labelled(by + offset)
+def _shifted(fits: Fits, by: int, start: int, end: int, digits: int) -> bool:
+    """`fits` for a window that starts `by` bytes into the run."""
+    return fits(by + start, by + end, digits)
 
 
-def _mixed_run(run: bytes, labelled: Labelled) -> Span | None:
+def _mixed_run(run: bytes, fits: Fits) -> Span | None:
     """`_card_in_run` for a run with both spaces and dashes (rare, so the slow way)."""
     parts = _SEPARATOR.split(run)
     groups = parts[::2]
@@ -325,28 +325,89 @@ def _mixed_run(run: bytes, labelled: Labelled) -> Span | None:
             if separators[following - 1] != kind:
                 break
             window.append(groups[following])
-        found = _first_window(window, sum(map(len, window)), partial(_shifted, labelled, offset))
+        found = _first_window(window, sum(map(len, window)), partial(_shifted, fits, offset))
         if found is not None and found[0] == 0:
             return offset, offset + found[1]
         offset += len(groups[first]) + 1
     return None
 
 
+def _no_card_after(data: bytes, start: int) -> bool:
+    """True when no card number can start at `data[start]` (> 0) for what is before it.
+
+    A digit (the group began earlier), a `+` (a phone number in E.164
+    form, `+49 716 28697326`), or a `.` after a digit (a decimal fraction,
+    `950.5025808127049`).
+    """
+    before = data[start - 1]
+    if before in _DIGITS or before == _PLUS:
+        return True
+    return before == _DOT and start > 1 and data[start - 2] in _DIGITS
+
+
+_PLUS = ord("+")
+_DOT = ord(".")
+
+
 def _card_in_match(data: bytes, match: re.Match[bytes]) -> Span | None:
     """The span in `data` of the first card number in the `_CANDIDATE` match, or None."""
     start = match.start()
     run = match.group()
-    if start and data[start - 1] in _DIGITS:
+    if start and _no_card_after(data, start):
         # Begun inside a group (one whose first digit starts no brand, or
-        # one before where the search began, where no card starts): only
-        # the groups after it can start a card number.
+        # one before where the search began, where no card starts), or a
+        # group no card starts (a phone number's, a decimal fraction's):
+        # only the groups after it can start a card number.
         cut = min((i for i in (run.find(b" "), run.find(b"-")) if i >= 0), default=-1)
         if cut < 0:
             return None
         start += cut + 1
         run = run[cut + 1 :]
-    found = _card_in_run(run, lambda offset: in_card_context(data, start + offset))
+    found = _card_in_run(run, partial(_counts_at, data, start))
     return None if found is None else (start + found[0], start + found[1])
+
+
+def _counts_at(data: bytes, at: int, start: int, end: int, digits: int) -> bool:
+    """`_counts` for a window of a run that starts at `data[at]`."""
+    return _counts(data, at + start, at + end, digits)
+
+
+def _counts(data: bytes, start: int, end: int, digits: int) -> bool:
+    """Whether the brand- and Luhn-valid `digits`-digit number at `data[start:end]` is a card.
+
+    Not when glued to a hexadecimal id (`_in_hex_id`); 17-19 digits only in
+    a card context.
+    """
+    if _in_hex_id(data, start, end):
+        return False
+    return digits <= MAX_DIGITS_WITHOUT_CONTEXT or in_card_context(data, start)
+
+
+_HEX_LETTERS = frozenset(b"abcdefABCDEF")
+_SEPARATORS = frozenset(b" -")
+
+
+def _in_hex_id(data: bytes, start: int, end: int) -> bool:
+    """True when the number at `data[start:end]` is part of a hex id or a UUID.
+
+    That is: a letter a-f touches it, or touches the digit group next to it
+    across one separator (`...a50cbb563477942160`, a UUID's
+    `48640176-7472-0835-184d-...`). Only asked about a number that passed
+    the brand table and Luhn, so its cost does not matter.
+    """
+    before = start - 1
+    if before > 0 and data[before] in _SEPARATORS and data[before - 1] in _DIGITS:
+        while before > 0 and data[before - 1] in _DIGITS:
+            before -= 1
+        before -= 1
+    if before >= 0 and data[before] in _HEX_LETTERS:
+        return True
+    after = end
+    if after + 1 < len(data) and data[after] in _SEPARATORS and data[after + 1] in _DIGITS:
+        after += 1
+        while after < len(data) and data[after] in _DIGITS:
+            after += 1
+    return after < len(data) and data[after] in _HEX_LETTERS
 
 
 def _kept(data: bytes, start: int, end: int, kept_after: int) -> int:

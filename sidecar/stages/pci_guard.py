@@ -41,15 +41,19 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def card_offset(data: bytes, url_encoded: bool) -> tuple[int, bool] | None:
-    """(offset, found only once URL-decoded) of the first card number in `data`, or None."""
-    offset = find_card_number(data)
-    if offset is not None:
-        return offset, False
+    """(offset, in the URL-decoded text) of the first card number in `data`, or None.
+
+    URL-encoded text is read decoded first, as its receiver will: a raw `+`
+    there is a space, not the `+` of a phone number, so the raw text could
+    show another number than the one sent. Then as sent (a `%` that is no
+    escape can keep a card from the decoded text).
+    """
     if url_encoded and may_be_encoded(data):
         offset = find_card_number(url_decoded(data))
         if offset is not None:
             return offset, True
-    return None
+    offset = find_card_number(data)
+    return None if offset is None else (offset, False)
 
 
 def card_in(data: bytes, place: str, url_encoded: bool) -> str | None:

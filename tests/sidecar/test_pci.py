@@ -9,6 +9,8 @@ skipping never skips a card or shifts an offset.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -85,8 +87,8 @@ def test_published_test_cards_are_found_plain_and_grouped(
 @given(
     card=brand_cards(),
     grouping=st.sampled_from([("", 4), (" ", 4), ("-", 4), (" ", 5), ("-", 3), (" ", 6)]),
-    before=st.text('abc {}":,.\n', max_size=20),
-    after=st.text('abc {}":,.\n', max_size=20),
+    before=st.text('xyz {}":,.\n', max_size=20),
+    after=st.text('xyz {}":,.\n', max_size=20),
 )
 def test_every_brand_card_in_any_grouping_is_found_at_its_offset(
     card: str, grouping: tuple[str, int], before: str, after: str
@@ -136,6 +138,41 @@ def test_grouped_luhn_valid_runs_outside_the_brand_table_pass(
 )
 def test_numbers_that_are_not_cards_pass(text: str) -> None:
     assert find_card_number(text.encode()) is None
+
+
+def test_a_phone_number_after_a_plus_and_a_decimal_fraction_are_no_card() -> None:
+    visa13 = with_check_digit("491234567890")  # 13 digits from Visa's 4, Luhn-valid
+    phone = f"+{visa13[:2]} {visa13[2:5]} {visa13[5:]}"  # +49 123 45678907
+    assert find_card_number(f'{{"phone": "{phone}"}}'.encode()) is None
+    assert find_card_number(f'{{"value": 950.{visa13}}}'.encode()) is None
+    # Without the `+`, or without a digit before the `.`, they are card numbers.
+    assert find_card_number(f'{{"phone": "{phone[1:]}"}}'.encode()) == 11
+    assert find_card_number(f'{{"value": .{visa13}}}'.encode()) == 11
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"trace_id": "ff6d18257b5685a50cbb563477942160"}',  # 563477942160: a Maestro 56
+        '{"id": "48640176-7472-0835-184d-c1a2b3c4d5e6"}',  # a UUID: 16 digits from 4
+        "4111111111111111abc",
+        "card4111111111111111",  # glued to a word ending in a-f: counted as a hex id
+    ],
+)
+def test_digits_in_a_hex_id_or_uuid_are_no_card(text: str) -> None:
+    assert find_card_number(text.encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "offset"),
+    [
+        ("pan4111111111111111", 3),  # a letter after g is no hex digit
+        ("4111 1111 1111 1111 exp 12/31", 0),
+        ("\\n4111111111111111", 2),  # after a JSON escape
+    ],
+)
+def test_a_card_next_to_other_letters_is_found(text: str, offset: int) -> None:
+    assert find_card_number(text.encode()) == offset
 
 
 def test_the_first_card_is_reported_when_there_are_several() -> None:
@@ -356,16 +393,28 @@ def textbook_context(text: str, start: int) -> bool:
     return before == "" or not (before.isascii() and (before.isalnum() or before in "_ .-\t"))
 
 
+def textbook_in_hex_id(text: str, start: int, end: int) -> bool:
+    """A letter a-f touches the number, or the digit group next to it across a separator."""
+    return bool(
+        re.search(r"[A-Fa-f](?:[0-9]+[ -])?$", text[:start])
+        or re.match(r"(?:[ -][0-9]+)?[A-Fa-f]", text[end:])
+    )
+
+
 def reference_offset(data: bytes) -> int | None:
     """The first offset where a card number starts, found the slow way.
 
-    A card starts a digit group (no digit before it) and spans whole groups
+    A card starts a digit group (no digit before it, nor a `+`, nor a `.`
+    after a digit) and spans whole groups
     joined by one kind of single separator, 12-19 digits in all, in the
-    brand table and passing Luhn; 17-19 digits only in a card context.
+    brand table and passing Luhn, not part of a hex id; 17-19 digits only
+    in a card context.
     """
     text = data.decode("latin-1")
     for start, char in enumerate(text):
-        if char not in DIGITS or (start and text[start - 1] in DIGITS):
+        if char not in DIGITS or (start and text[start - 1] in DIGITS + "+"):
+            continue
+        if start > 1 and text[start - 1] == "." and text[start - 2] in DIGITS:
             continue
         for separator in " -":
             digits, at = "", start
@@ -377,7 +426,9 @@ def reference_offset(data: bytes) -> int | None:
                 if len(digits) > 19:
                     break
                 if len(digits) >= 12 and textbook_brand(digits) and textbook_luhn(digits):
-                    if len(digits) <= 16 or textbook_context(text, start):
+                    if textbook_in_hex_id(text, start, end):
+                        pass
+                    elif len(digits) <= 16 or textbook_context(text, start):
                         return start
                 if end + 1 < len(text) and text[end] == separator and text[end + 1] in DIGITS:
                     at = end + 1
@@ -399,7 +450,9 @@ def pieces() -> st.SearchStrategy[str]:
         st.text(DIGITS, min_size=1, max_size=22),
         # Near misses: the screen lets them through, the check turns them down.
         st.sampled_from([*NEAR_MISSES, "44 20 7946 0958"]),
-        st.sampled_from([" ", "-", "  ", " -", "--", '"', ",", "x", "\n", "+", "%20", "é"]),
+        st.sampled_from(
+            [" ", "-", "  ", " -", "--", '"', ",", "x", "\n", "+", "%20", "é", ".", "d", "-2d"]
+        ),
         # Labels: card contexts and near ones, for the 17-19 digit rule.
         st.sampled_from(
             ['"card":"', "pan=", '{"number": ', "number=", "card[number]=", "cardNumber ",
