@@ -89,8 +89,9 @@ def render(template: str, stats: Stats) -> tuple[str, list[str]]:
         if token.startswith("\\"):
             return _ESCAPES.get(token, token)
         if header is not None:
+            # curl 7.88 shows the first of a repeated header.
             wanted = header.lower()
-            return ", ".join(v for n, v in stats.headers if n.lower() == wanted)
+            return next((v for n, v in stats.headers if n.lower() == wanted), "")
         value = _variable(variable, stats)
         if value is None:
             unknown.append(variable)

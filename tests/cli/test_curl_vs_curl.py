@@ -11,6 +11,8 @@ it, SPEC §2.7), a multipart boundary (random in both), and the exact
 `Accept-Encoding` list of `--compressed` (each names what it can decode),
 and a `Content-Length: 0` on a request without a body (our HTTP client,
 aiohttp, sends it for methods other than GET and HEAD; curl does not).
+aiohttp also sends a method upper-case (`-X patch` goes as PATCH): the
+table types methods upper-case.
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ CASES: dict[str, list[str]] = {
     "-A": ["-A", "agent/1.0", "{url}/"],
     "-H User-Agent replaces ours": ["-H", "User-Agent: x/1", "{url}/"],
     "-e": ["-e", "http://from.example/page", "{url}/"],
+    "-H @file": ["-H", "@{dir}/headers.txt", "{url}/"],
+    "--data-urlencode @- reads stdin": ["--data-urlencode", "s@-", "{url}/"],
+    "-X PATCH": ["-X", "PATCH", "-d", "a=1", "{url}/"],
+    "-G with --json-free data and a fragment": ["-G", "-d", "a=1", "{url}/path?x=1#frag"],
+    "URL without a scheme": ["{host}/bare"],
     "-b string": ["-b", "a=1; b=2", "{url}/"],
     "-b cookie file": ["-b", "{dir}/cookies.txt", "{url}/cookies/x"],
     "-I is HEAD": ["-I", "{url}/"],
@@ -102,6 +109,7 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "lines.txt").write_bytes(b"a=1\r\n&b=2\n&c=3\n")
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) + b"\r\n\n end")
     (tmp_path / "plain.txt").write_bytes(b"hello world & more\n")
+    (tmp_path / "headers.txt").write_bytes(b"X-From-File: 1\nX-From-File: 2\n\nAccept: text/x\n")
     return tmp_path
 
 
@@ -215,6 +223,42 @@ def test_write_out_matches_curl(tmp_path: Path) -> None:
     assert headers["x-multi"] == ["a", "b"]
     assert headers["content-type"] == ["application/json"]
     assert reference.stdout.startswith(b"200 11 ")
+
+
+def test_write_out_header_json_and_format_file_match_curl(tmp_path: Path) -> None:
+    (tmp_path / "format").write_text("%{http_code}|%{content_type}|%header{x-multi}\\n")
+    with recorder() as server:
+        line = ["-s", "-o", "/dev/null", "-w", "%{header_json}", base_url(server)]
+        reference, ours = real_curl(line), mirapi_curl(line)
+        from_file = ["-s", "-o", "/dev/null", "-w", f"@{tmp_path / 'format'}", base_url(server)]
+        assert mirapi_curl(from_file).stdout == real_curl(from_file).stdout
+    want, got = json.loads(reference.stdout), json.loads(ours.stdout)
+    for headers in (want, got):
+        headers.pop("date")
+    got.pop("x-request-id")
+    assert got == want
+
+
+def test_silent_hides_errors_and_show_error_shows_them() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/"
+    assert real_curl(["-s", url]).stderr == mirapi_curl(["-s", url]).stderr == ""
+    assert real_curl(["-sS", url]).stderr and mirapi_curl(["-sS", url]).stderr
+
+
+def test_remote_name_writes_the_url_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    theirs, mine = tmp_path / "curl", tmp_path / "mirapi"
+    theirs.mkdir()
+    mine.mkdir()
+    monkeypatch.chdir(mine)
+    with recorder() as server:
+        url = base_url(server) + "/files/report.json"
+        reference = real_curl(["-sO", url], cwd=str(theirs))
+        ours = mirapi_curl(["-sO", url])
+    assert reference.code == ours.code == 0
+    assert (mine / "report.json").read_bytes() == (theirs / "report.json").read_bytes() == BODY
+    assert ours.stdout == reference.stdout == b""
 
 
 def _closed_port() -> int:

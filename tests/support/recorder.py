@@ -85,7 +85,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _answer
+    def __getattr__(self, name: str) -> object:
+        # Any method, as typed (`-X patch`): http.server looks up do_<METHOD>.
+        if name.startswith("do_"):
+            return self._answer
+        raise AttributeError(name)
 
 
 class _Server(ThreadingHTTPServer):
