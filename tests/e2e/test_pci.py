@@ -17,6 +17,13 @@ twins of the storing requests (a cached answer and a replay record in
 plain, a queued job in base64). Recording is on for every request
 (`record_bodies = true`), so a refused request that reached the recorder
 would show up too.
+
+The last test does the same on a sidecar whose store is a private Redis
+with its append-only file on: cards in the path, the query, the body and
+ordinary headers (which pass and are recorded, masked), a job with a card
+in a header (refused), and the data dir, the log and every Redis file (AOF
+and an uncompressed RDB) are searched for each card's digits in any
+grouping.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +42,7 @@ import httpx
 import pytest
 
 from tests.support.cli import Cli, kill_leftover
+from tests.support.redis import RedisServer
 from tests.support.upstream import Upstream, echo, start_upstream
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -93,6 +103,9 @@ NOT_CARDS = {
     "luhn-valid 2-series outside Mastercard": luhn_complete("280000000000000"),
     "luhn-valid 17 digits from 4": luhn_complete("4111111111111111"),
     "luhn-valid 12 digits from 4 (a phone)": luhn_complete("44207946095"),
+    "discord snowflake (18 digits, Discover's 65, luhn-valid)": "658377835337406812",
+    "luhn-valid 19-digit order number from 6011": luhn_complete("601100000000004242"),
+    "luhn-valid 19-digit order number from 4": luhn_complete("453900000000004242"),
     "phone": "+44 20 7946 0958",
     "us phone": "+1 415-555-2671",
     "order id": "ORD-2024-000187-5531",
@@ -235,8 +248,9 @@ async def test_every_card_format_is_refused_unsent_and_unwritten_and_non_cards_p
             for text in (number, spaced, dashed):
                 body = json.dumps({"amount": 1999, "brand": brand, "card": text}).encode()
                 await client.refused(body.index(text.encode()), forms, body=body)
-                body = f"please charge {text} today".encode()
-                await client.refused(14, forms, body=body, headers=TEXT)
+                # Card words before it: 17-19 digits count only in a card context.
+                body = f"please charge card {text} today".encode()
+                await client.refused(19, forms, body=body, headers=TEXT)
                 # A form body as it is, and form bodies and query strings
                 # URL-encoded (a space as `+` or `%20`, as browsers and curl send it).
                 body = f"amount=1999&pan={text}".encode()
@@ -335,3 +349,117 @@ async def job_done(http: httpx.AsyncClient, status_url: str, within: float = 15.
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+# --- cards in the path, query, body and ordinary headers, on a Redis store ------
+
+#: A 19-digit Discover, a card only where its label says so (here: the header name).
+LONG_CARD = card("6011", 19)
+
+
+def redis_command(server: RedisServer, *args: str) -> bytes:
+    """Send one command to the private server and return its first reply bytes."""
+    raw = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        raw += f"${len(arg.encode())}\r\n{arg}\r\n".encode()
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(10)
+        conn.connect(str(server.socket))
+        conn.sendall(raw)
+        return conn.recv(4096)
+
+
+def any_grouping(number: str) -> re.Pattern[bytes]:
+    """The digits of `number` with any separator or none between any two (`+`, `%20` too)."""
+    separator = rb"(?:[ +\-]|%20|%2[dD])?"
+    return re.compile(separator.join(re.escape(d.encode()) for d in number))
+
+
+@pytest.fixture
+def redis_with_aof(private_redis: RedisServer) -> RedisServer:
+    """The test's own redis-server, logging every write to its append-only file as commands."""
+    assert redis_command(private_redis, "CONFIG", "SET", "aof-use-rdb-preamble", "no") == b"+OK\r\n"
+    assert redis_command(private_redis, "CONFIG", "SET", "appendonly", "yes") == b"+OK\r\n"
+    assert redis_command(private_redis, "CONFIG", "SET", "rdbcompression", "no") == b"+OK\r\n"
+    return private_redis
+
+
+def redis_files(server: RedisServer) -> dict[Path, bytes]:
+    """Every file the server wrote (the AOF's base and increments, an RDB saved now)."""
+    assert redis_command(server, "SAVE") == b"+OK\r\n"
+    files = files_under(server.directory)
+    assert any(path.suffix == ".aof" for path in files), sorted(p.name for p in files)
+    assert any(path.suffix == ".rdb" for path in files), sorted(p.name for p in files)
+    return files
+
+
+async def test_cards_in_path_query_body_and_headers_leave_no_trace_in_files_log_or_redis(
+    tmp_path: Path, upstream: Upstream, redis_with_aof: RedisServer
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("record_bodies = true\n")
+    cli = Cli(tmp_path / "data", config)
+    numbers = [CARDS["visa"], CARDS["amex-37"], CARDS["mastercard-55"], LONG_CARD]
+    visa, amex, mastercard = numbers[:3]
+    base = {"X-Target-URL": upstream.url}
+    try:
+        url = str(cli.start("--allow-private", "--redis", redis_with_aof.url)["address"])
+        async with httpx.AsyncClient(base_url=url, timeout=20) as http:
+
+            async def refused(path: str, headers: dict[str, str], body: bytes = b"") -> str:
+                answer = await http.post(path, headers=base | headers, content=body)
+                assert answer.status_code == 400, answer.text
+                assert answer.json()["error"]["code"] == "pci_card_number"
+                for number in numbers:
+                    assert not any_grouping(number).search(answer.content)
+                return str(answer.json()["error"]["message"])
+
+            # The path, raw and URL-encoded; the query; the body: refused, unsent.
+            assert "the path at offset 10;" in await refused(f"/v1/cards/{visa}", {})
+            spaced = grouped(amex, "%20")
+            assert "once URL-decoded" in await refused(f"/v1/cards/{spaced}/charge", {})
+            assert "query string" in await refused(f"/v1/x?pan={grouped(visa, '+')}", {})
+            body = json.dumps({"card": grouped(mastercard, "-"), "amount": 100}).encode()
+            # With a card in X-Request-ID too: the pci_block event keeps the id.
+            assert "the body" in await refused("/v1/x", {"X-Request-ID": f"rq-{visa}"}, body)
+            assert upstream.seen == []
+
+            # Ordinary headers: forwarded as sent, recorded masked.
+            headers = {
+                "X-Card": visa,
+                "X-Note": f"pay with {grouped(mastercard, ' ')} today",
+                "Referer": f"https://shop.test/pay?pan={grouped(amex, '+')}",
+                "X-Card-Number": LONG_CARD,
+                "X-Marker": "pci-e2e-headers",
+            }
+            sent = await http.post("/v1/orders", headers=base | headers, content=b'{"n":1}')
+            assert sent.status_code == 200, sent.text
+            assert upstream.seen[-1].headers["x-card"] == visa  # forwarded unchanged
+            # An unknown route is refused before the guard, and recorded: the path masked.
+            missing = await http.get(f"/r/no-such-route/cards/{visa}")
+            assert missing.status_code == 404, missing.text
+
+            # A job would keep its headers as sent: refused, nothing queued.
+            job = {"X-Webhook-Callback": f"{upstream.url}/done", "X-Card": visa}
+            message = await refused("/v1/charges", job, b'{"amount":1}')
+            assert "the x-card header at offset 0" in message and "job" in message
+            jobs = await http.get("/_mirapi/jobs")
+            assert visa.encode() not in jobs.content
+        cli("sidecar", "stop")
+    finally:
+        if cli.state_file.exists():
+            cli("sidecar", "stop")
+            kill_leftover(cli.state_file)
+
+    files = {**files_under(tmp_path / "data"), **redis_files(redis_with_aof)}
+    names = sorted(path.name for path in files)
+    assert "sidecar.log" in names, names
+    for number in numbers:
+        holders = [path.name for path, data in files.items() if any_grouping(number).search(data)]
+        assert holders == [], f"a {len(number)}-digit card number is in {holders}"
+    # The search finds what was written: the recorded request with the card
+    # headers (its marker and the masked cards) is in Redis.
+    aof = b"".join(data for path, data in files.items() if path.suffix == ".aof")
+    assert b"pci-e2e-headers" in aof
+    assert b"************1111" in aof and b"***************" + LONG_CARD[-4:].encode() in aof
+    assert b"/cards/************1111" in aof  # the unknown route's record
