@@ -21,7 +21,14 @@ import pytest
 import requests
 import stripe
 
-from tests.clients.fakes import FakeLoop, fake_loop
+from tests.clients.fakes import (
+    AnthropicFake,
+    Fake,
+    FakeLoop,
+    OpenAIFake,
+    StripeFake,
+    fake_loop,
+)
 from tests.support.cli import WAIT, Cli, kill_leftover
 
 PASSPHRASE = "clients suite passphrase"
@@ -83,11 +90,38 @@ class Counter:
         return httpx2.Client(timeout=20, event_hooks={"request": [self.sent.append]})
 
 
-def route_table(**urls: str) -> str:
-    """TOML for routes with one endpoint each: `route_table(chat=URL)` is route `chat`."""
+def route_table(policy: str = "", **urls: str) -> str:
+    """TOML for routes with one endpoint each: `route_table(chat=URL)` is route `chat`.
+
+    `policy` (TOML lines such as `retry = 2`) goes into every route.
+    """
     return "".join(
-        f'[routes.{name}]\nendpoints = [{{ url = "{url}" }}]\n' for name, url in urls.items()
+        f'[routes.{name}]\n{policy}endpoints = [{{ url = "{url}" }}]\n'
+        for name, url in urls.items()
     )
+
+
+@dataclass(frozen=True)
+class ApiFakes:
+    """One fake per API, each behind a route of its name: chat, claude, pay."""
+
+    chat: OpenAIFake
+    claude: AnthropicFake
+    pay: StripeFake
+
+    @classmethod
+    def serve(cls, loop: FakeLoop) -> ApiFakes:
+        return cls(
+            chat=loop.serve(OpenAIFake()),
+            claude=loop.serve(AnthropicFake()),
+            pay=loop.serve(StripeFake()),
+        )
+
+    def all(self) -> tuple[Fake, ...]:
+        return (self.chat, self.claude, self.pay)
+
+    def routes(self, policy: str = "") -> str:
+        return route_table(policy, chat=self.chat.url, claude=self.claude.url, pay=self.pay.url)
 
 
 @dataclass
@@ -103,6 +137,25 @@ class StripeCounter:
 
     def _count(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         self.sent.append(response)
+
+
+# With a module whose `fakes` fixture gives ApiFakes: one fake, fresh for the test.
+@pytest.fixture
+def chat(fakes: ApiFakes) -> OpenAIFake:
+    fakes.chat.reset()
+    return fakes.chat
+
+
+@pytest.fixture
+def claude(fakes: ApiFakes) -> AnthropicFake:
+    fakes.claude.reset()
+    return fakes.claude
+
+
+@pytest.fixture
+def pay(fakes: ApiFakes) -> StripeFake:
+    fakes.pay.reset()
+    return fakes.pay
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,13 @@ class Received:
     method: str
     path: str
     headers: dict[str, str]
+    #: Every header as sent, repeats included (`headers` keeps the last).
+    raw_headers: list[tuple[str, str]]
     body: bytes
+
+    def values(self, name: str) -> str:
+        """Every value of header `name`, joined with ", " ('' when absent)."""
+        return ", ".join(v for k, v in self.raw_headers if k == name.lower())
 
 
 @dataclass
@@ -74,8 +80,8 @@ class Fake:
         self.cut_after = None
 
     def auth(self) -> list[str]:
-        """The Authorization header of every request seen ('' when none)."""
-        return [r.headers.get("authorization", "") for r in self.seen]
+        """The Authorization header(s) of every request seen ('' when none)."""
+        return [r.values("authorization") for r in self.seen]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -84,6 +90,7 @@ class Fake:
                 method=request.method,
                 path=request.path_qs,
                 headers={k.lower(): v for k, v in request.headers.items()},
+                raw_headers=[(k.lower(), v) for k, v in request.headers.items()],
                 body=body,
             )
         )

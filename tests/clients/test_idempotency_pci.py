@@ -17,46 +17,26 @@ Stripe is used the global way here (`stripe.api_base`, `stripe.api_key`,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import openai
 import pytest
 import stripe
 
-from tests.clients.conftest import Counter, Sidecar, StripeCounter, route_table, start_sidecar
+from tests.clients.conftest import ApiFakes, Counter, Sidecar, StripeCounter, start_sidecar
 from tests.clients.fakes import FakeLoop, OpenAIFake, StripeFake, unique
 
 CARD = "4242 4242 4242 4242"
 
 
-@dataclass(frozen=True)
-class Fakes:
-    chat: OpenAIFake
-    pay: StripeFake
+@pytest.fixture(scope="module")
+def fakes(loop: FakeLoop) -> ApiFakes:
+    return ApiFakes.serve(loop)
 
 
 @pytest.fixture(scope="module")
-def fakes(loop: FakeLoop) -> Fakes:
-    return Fakes(chat=loop.serve(OpenAIFake()), pay=loop.serve(StripeFake()))
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory, fakes: Fakes) -> Iterator[Sidecar]:
-    routes = route_table(chat=fakes.chat.url, pay=fakes.pay.url)
-    with start_sidecar(tmp_path_factory.mktemp("idempotency"), routes) as sidecar:
+def sidecar(tmp_path_factory: pytest.TempPathFactory, fakes: ApiFakes) -> Iterator[Sidecar]:
+    with start_sidecar(tmp_path_factory.mktemp("idempotency"), fakes.routes()) as sidecar:
         yield sidecar
-
-
-@pytest.fixture
-def pay(fakes: Fakes) -> StripeFake:
-    fakes.pay.reset()
-    return fakes.pay
-
-
-@pytest.fixture
-def chat(fakes: Fakes) -> OpenAIFake:
-    fakes.chat.reset()
-    return fakes.chat
 
 
 @pytest.fixture

@@ -10,59 +10,41 @@ upstream sees the route's three attempts, not nine.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import anthropic
 import openai
 import pytest
 import stripe
 
-from tests.clients.conftest import Counter, Sidecar, StripeCounter, start_sidecar
-from tests.clients.fakes import AnthropicFake, FakeLoop, OpenAIFake, StripeFake
+from tests.clients.conftest import ApiFakes, Counter, Sidecar, StripeCounter, start_sidecar
+from tests.clients.fakes import FakeLoop
 
 ROUTE_RETRIES = 2
 SDK_RETRIES = 2
 
 
-@dataclass(frozen=True)
-class Fakes:
-    chat: OpenAIFake
-    claude: AnthropicFake
-    pay: StripeFake
+@pytest.fixture(scope="module")
+def fakes(loop: FakeLoop) -> ApiFakes:
+    return ApiFakes.serve(loop)
 
 
 @pytest.fixture(scope="module")
-def fakes(loop: FakeLoop) -> Fakes:
-    made = Fakes(
-        chat=loop.serve(OpenAIFake()),
-        claude=loop.serve(AnthropicFake()),
-        pay=loop.serve(StripeFake()),
-    )
-    for fake in (made.chat, made.claude, made.pay):
-        fake.always_fail = True
-    return made
-
-
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory: pytest.TempPathFactory, fakes: Fakes) -> Iterator[Sidecar]:
+def sidecar(tmp_path_factory: pytest.TempPathFactory, fakes: ApiFakes) -> Iterator[Sidecar]:
     policy = f'retry = {ROUTE_RETRIES}\nretry_delay = "10ms"\n'
-    routes = "".join(
-        f'[routes.{name}]\n{policy}endpoints = [{{ url = "{url}" }}]\n'
-        for name, url in (("chat", fakes.chat.url), ("claude", fakes.claude.url))
-    )
-    routes += f'[routes.pay]\n{policy}endpoints = [{{ url = "{fakes.pay.url}" }}]\n'
-    with start_sidecar(tmp_path_factory.mktemp("retries"), routes) as sidecar:
+    with start_sidecar(tmp_path_factory.mktemp("retries"), fakes.routes(policy)) as sidecar:
         yield sidecar
 
 
 @pytest.fixture(autouse=True)
-def clear(fakes: Fakes) -> None:
-    for fake in (fakes.chat, fakes.claude, fakes.pay):
-        fake.seen.clear()
+def down(fakes: ApiFakes) -> None:
+    """Every upstream answers 503, always."""
+    for fake in fakes.all():
+        fake.reset()
+        fake.always_fail = True
 
 
 def test_openai_sdk_does_not_retry_what_the_sidecar_already_retried(
-    sidecar: Sidecar, fakes: Fakes
+    sidecar: Sidecar, fakes: ApiFakes
 ) -> None:
     counter = Counter()
     client = openai.OpenAI(
@@ -82,7 +64,7 @@ def test_openai_sdk_does_not_retry_what_the_sidecar_already_retried(
 
 
 def test_anthropic_sdk_does_not_retry_what_the_sidecar_already_retried(
-    sidecar: Sidecar, fakes: Fakes
+    sidecar: Sidecar, fakes: ApiFakes
 ) -> None:
     counter = Counter()
     client = anthropic.Anthropic(
@@ -107,7 +89,7 @@ def test_anthropic_sdk_does_not_retry_what_the_sidecar_already_retried(
     " sidecar send: its default two retries reach the upstream (9 calls, not 3)",
 )
 def test_stripe_sdk_does_not_retry_what_the_sidecar_already_retried(
-    sidecar: Sidecar, fakes: Fakes
+    sidecar: Sidecar, fakes: ApiFakes
 ) -> None:
     counter = StripeCounter()
     client = stripe.StripeClient(

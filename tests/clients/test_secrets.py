@@ -31,7 +31,8 @@ HOST_A = SecretSpec("openai-a", "127.0.0.2", "sk-SECRET-for-host-2")
 HOST_B = SecretSpec("openai-b", "127.0.0.3", "sk-SECRET-for-host-3")
 # A second secret for host A: what an endpoint names, beating the host's own.
 TEAM_A = SecretSpec("team-a", "127.0.0.2", "sk-TEAM-for-host-2")
-CLAUDE = SecretSpec("claude", "127.0.0.4", "sk-ant-SECRET-host-4", "x-api-key", "{}")
+# anthropic 2 sends its key as `Authorization: Bearer` (1.x sent `X-Api-Key`).
+CLAUDE = SecretSpec("claude", "127.0.0.4", "sk-ant-SECRET-host-4")
 STRIPE = SecretSpec("stripe", "127.0.0.5", "sk_test_SECRET_host_5")
 SECRETS = (HOST_A, HOST_B, TEAM_A, CLAUDE, STRIPE)
 PLACEHOLDER = "x"
@@ -142,7 +143,7 @@ def test_an_endpoints_own_secret_beats_the_hosts(setup: Setup, fakes: Fakes) -> 
     assert fakes.b.auth() == [bearer(HOST_B)]
 
 
-def test_anthropic_x_api_key_is_replaced(setup: Setup, fakes: Fakes) -> None:
+def test_anthropic_key_is_replaced(setup: Setup, fakes: Fakes) -> None:
     client = anthropic.Anthropic(
         base_url=setup.sidecar.url + "/r/claude",
         api_key=PLACEHOLDER,
@@ -154,7 +155,8 @@ def test_anthropic_x_api_key_is_replaced(setup: Setup, fakes: Fakes) -> None:
     )
 
     [seen] = fakes.claude.seen
-    assert seen.headers["x-api-key"] == CLAUDE.value
+    assert seen.values("authorization") == bearer(CLAUDE)  # once: the placeholder is gone
+    assert seen.values("x-api-key") == ""
 
 
 def test_stripe_key_is_replaced(setup: Setup, fakes: Fakes) -> None:
