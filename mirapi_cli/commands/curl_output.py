@@ -2,7 +2,7 @@
 
 Header names are shown lower-case (the pipeline keeps them so, as HTTP/2
 does); the status line is `HTTP/1.1 CODE REASON`. `-f` writes nothing for a
-status of 400 or more and exits 22; `--fail-with-body` writes the body,
+status of 400 or more (but the `-i` headers) and exits 22; `--fail-with-body` writes the body,
 then exits 22. `--compressed` decodes a gzip or deflate body (`-w
 %{size_download}` still counts the bytes that came over the wire).
 """
@@ -74,10 +74,18 @@ async def deliver(response: CurlResponse, sink: IO[bytes], transfer: Transfer, s
     if transfer.verbose:
         sys.stderr.write("".join(f"< {line}\n" for line in head_lines(response)) + "<\n")
     failed = response.status >= 400 and (transfer.fail or transfer.fail_with_body)
+    if failed and not transfer.quiet_errors:
+        sys.stderr.write(f"mirapi: (22) the requested URL returned error: {response.status}\n")
     if failed and not transfer.fail_with_body:
-        await response.close()
-        if not transfer.quiet_errors:
-            sys.stderr.write(f"mirapi: (22) the requested URL returned error: {response.status}\n")
+        # curl has written the headers (-i) by the time it looks at the status.
+        try:
+            if transfer.include:
+                sink.write(head_block(response))
+                sink.flush()
+        except OSError:
+            pass  # exit 22 says more than the write error would
+        finally:
+            await response.close()
         return CurlExit.HTTP_ERROR
     decoder = _Decoder(_encoding(response) if transfer.compressed else "")
     try:
