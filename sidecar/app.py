@@ -383,6 +383,15 @@ def _host_of(url: str) -> str:
     return rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
 
 
+def _wire(text: str) -> bytes:
+    """A response header as bytes: the upstream's exactly as they came (read as
+    latin-1); text beyond latin-1 that a stage added as UTF-8, never a crash."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
 async def send_response(response: Response, send: ASGISend) -> None:
     """Send `response` over ASGI, streaming an upstream body as it arrives.
 
@@ -390,7 +399,7 @@ async def send_response(response: Response, send: ASGISend) -> None:
     exception propagates, and the server drops the connection, so the client
     sees an incomplete response (SPEC §2.9).
     """
-    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in response.headers]
+    headers = [(_wire(n), _wire(v)) for n, v in response.headers]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     if response.stream is None:
         await send({"type": "http.response.body", "body": response.body})

@@ -142,6 +142,12 @@ def url_problem(url: str) -> str | None:
     if "#" in url:
         # It would swallow the request path and query joined after it.
         return "the URL must not have a #fragment"
+    if not url.isascii():
+        # A URL is ASCII (RFC 3986); it is shown in headers and logs as it is.
+        return (
+            "the URL is not ASCII: percent-encode the path and query, and write"
+            " the host in its xn-- form with digits 0-9"
+        )
     try:
         parts = urlsplit(url)
     except ValueError as exc:
@@ -186,8 +192,6 @@ def _host_problem(host: str) -> str | None:
         if "%" in host:
             return "the URL's host must not hold a zone id or percent-encoding"
         return None
-    if not host.isascii():
-        return "the URL's host is not ASCII (write a name in its xn-- form, digits as 0-9)"
     if len(host) > 254 or not _HOST_NAME.fullmatch(host):
         return (
             "the URL's host is not a valid host name or IP address"

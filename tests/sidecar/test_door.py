@@ -338,3 +338,21 @@ async def test_a_one_off_call_reads_headers_as_the_door_does(upstream: Upstream)
     with pytest.raises(BadRequest):
         await oneshot.call(moved, routes={"pay": Route("pay", (Endpoint(upstream.url),))})
     assert len(upstream.seen) == 1
+
+
+async def test_a_header_a_stage_adds_beyond_latin1_is_sent_not_a_crash(tmp_path: Path) -> None:
+    from sidecar.exchange import Exchange, Response
+
+    app = Sidecar(make_settings(tmp_path), egress=EgressPolicy(allow_private=True))
+
+    async def answer(_: Exchange) -> Response:
+        # As a stage might: a model name or a URL that is text, not bytes.
+        return Response(200, [("x-llm-model", "mod\u00e8le-\u20ac")], b"ok")
+
+    app.chain = answer  # type: ignore[assignment]
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        response = await http.get("/", headers={"X-Target-URL": "http://127.0.0.1:9"})
+    assert response.status_code == 200
+    raw = dict(response.headers.raw)
+    # Not latin-1 all through, so the whole value goes as UTF-8.
+    assert raw[b"x-llm-model"] == "mod\u00e8le-\u20ac".encode()

@@ -86,6 +86,8 @@ _URL_TAILS = [
     " /x",
     "/\\@127.0.0.2/",
     "/%2F",
+    "/donn\u00e9es",
+    "/\u20ac?q=\u20ac",
 ]
 _URL_HOSTS = [
     UPSTREAM,
