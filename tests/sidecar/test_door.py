@@ -349,7 +349,7 @@ async def test_a_header_a_stage_adds_beyond_latin1_is_sent_not_a_crash(tmp_path:
         # As a stage might: a model name or a URL that is text, not bytes.
         return Response(200, [("x-llm-model", "mod\u00e8le-\u20ac")], b"ok")
 
-    app.chain = answer  # type: ignore[assignment]
+    app.chain = answer
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         response = await http.get("/", headers={"X-Target-URL": "http://127.0.0.1:9"})
     assert response.status_code == 200
