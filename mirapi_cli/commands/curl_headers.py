@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from mirapi_cli.commands.curl_data import read_source
 from mirapi_cli.errors import CliError, ExitCode
@@ -91,23 +91,23 @@ def cookie_header(value: str, url: str) -> str | None:
     pairs = [
         f"{fields[5]}={fields[6]}"
         for fields in (line.split("\t") for line in text.splitlines())
-        if len(fields) == 7 and _cookie_matches(fields, parts.hostname or "", parts)
+        if len(fields) == 7 and _cookie_matches(fields, parts)
     ]
     return "; ".join(pairs) or None
 
 
-def _cookie_matches(fields: list[str], host: str, parts: object) -> bool:
-    """A Netscape cookie-file line (domain, subdomains, path, secure, expires, ...) for host."""
+def _cookie_matches(fields: list[str], url: SplitResult) -> bool:
+    """A Netscape cookie-file line (domain, subdomains, path, secure, expires, ...) for `url`."""
     domain, _, path, secure, expires = fields[:5]
     domain = domain.removeprefix("#HttpOnly_").lstrip(".").lower()
+    host = (url.hostname or "").lower()
     if domain.startswith("#"):
         return False
     if host != domain and not host.endswith("." + domain):
         return False
-    url_path = getattr(parts, "path", "") or "/"
-    if not url_path.startswith(path):
+    if not (url.path or "/").startswith(path):
         return False
-    if secure.upper() == "TRUE" and getattr(parts, "scheme", "") != "https":
+    if secure.upper() == "TRUE" and url.scheme != "https":
         return False
     return not (expires.isdigit() and 0 < int(expires) < time.time())
 

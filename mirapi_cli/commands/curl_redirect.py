@@ -41,6 +41,17 @@ def location(headers: list[tuple[str, str]]) -> str | None:
     return next((value for name, value in headers if name.lower() == "location"), None)
 
 
+def followed(follow: bool, status: int, target: str | None, route: str | None) -> bool:
+    """True when `-L` follows this answer.
+
+    Through a route (`--route`), only a Location path is followed (it stays
+    on the route); a redirect to a full URL is shown as it came.
+    """
+    if not (follow and status in REDIRECTS and target):
+        return False
+    return route is None or "://" not in target
+
+
 def next_method(status: int, method: str, custom: bool) -> tuple[str, bool]:
     """The method of the next hop and whether the body goes along."""
     if custom:

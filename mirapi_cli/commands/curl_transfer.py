@@ -144,8 +144,9 @@ class Transferring:
                     self.progress.say(flag_names(message) if self.name_flags else message)
                 return exit_code(failure)
             target = curl_redirect.location(response.headers)
-            if not (transfer.follow and response.status in curl_redirect.REDIRECTS and target):
+            if not curl_redirect.followed(transfer.follow, response.status, target, call.route):
                 return await curl_output.deliver(response, sink, transfer, stats)
+            assert target is not None
             if transfer.include:
                 sink.write(curl_output.head_block(response))
             await response.close()

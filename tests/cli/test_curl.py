@@ -168,3 +168,23 @@ async def test_webhook_through_a_sidecar_is_accepted_as_a_job(
     assert code == 0, err
     assert out.startswith(b"HTTP/1.1 202")
     assert b'"job_id"' in out and b"/_mirapi/jobs/job_" in out
+
+
+async def test_repeated_data_is_joined_as_curl_joins_it(upstream: Upstream) -> None:
+    code, _, err = await mirapi("curl", upstream.url, "-d", "amount=2000", "-d", "currency=usd")
+    assert code == 0, err
+    assert upstream.seen[0].body == b"amount=2000&currency=usd"
+
+
+async def test_follow_and_write_out_through_a_sidecar(upstream: Upstream, sidecar_url: str) -> None:
+    upstream.then(reply(303, b"", headers={"Location": "/landed"}), reply(200, b"done"))
+    code, out, err = await mirapi(
+        "curl", "-sS", "-L", "-d", "a=1", f"{upstream.url}/start", "--via", sidecar_url,
+        "-w", "\\n%{http_code} %{num_redirects} %{url_effective}\\n",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out == f"done\n200 1 {upstream.url}/landed\n".encode()
+    assert [(s.method, s.path_qs, s.body) for s in upstream.seen] == [
+        ("POST", "/start", b"a=1"),
+        ("GET", "/landed", b""),
+    ]
