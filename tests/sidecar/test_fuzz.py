@@ -32,6 +32,16 @@ CI_EXAMPLES = 300
 RAW_EXAMPLES = 60
 
 
+def examples(count: int) -> settings:
+    """Hypothesis settings for `count` examples: no deadline (a busy CI machine), the
+    fixtures are module-scoped on purpose (one sidecar for all examples)."""
+    return settings(
+        max_examples=count,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 @pytest.fixture(scope="module")
 def harness() -> Iterator[tuple[asyncio.AbstractEventLoop, Harness]]:
     loop = asyncio.new_event_loop()
@@ -44,11 +54,7 @@ def harness() -> Iterator[tuple[asyncio.AbstractEventLoop, Harness]]:
         loop.close()
 
 
-@settings(
-    max_examples=CI_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(CI_EXAMPLES)
 @given(case=cases())
 def test_no_input_gets_a_500_a_traceback_or_another_host(
     harness: tuple[asyncio.AbstractEventLoop, Harness], case: Case
@@ -152,11 +158,7 @@ def raw_requests(draw: st.DrawFn) -> bytes:
     return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers)
 
 
-@settings(
-    max_examples=RAW_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(RAW_EXAMPLES)
 @given(head=raw_requests())
 def test_raw_requests_through_hypercorn_never_get_a_500(
     hypercorn: tuple[asyncio.AbstractEventLoop, tuple[str, int], str, TracebackLog], head: bytes
