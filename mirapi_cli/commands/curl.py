@@ -3,8 +3,8 @@
 curl's flags mean what they mean to curl (docs/curl.md; the test suite
 runs the real curl beside it and compares what the upstream receives).
 In-process by default (the same pipeline as the sidecar, no sidecar needed,
-no egress policy for the URL the user typed; a `-L` hop to another host
-goes through the config's policy), or through a running sidecar with
+no egress policy for the URL the user typed; each `-L` hop goes through
+the config's policy, with the typed host allowed), or through a running sidecar with
 `--via`. With `--route NAME` the URL argument is the path and query to
 append to the stored route's endpoints. The body goes to stdout (or `-o`);
 notes, `-v` lines and the retry spinner go to stderr. Exit codes follow
@@ -151,10 +151,10 @@ def curl(
     sink = _open_sink(output_file)
     from mirapi_cli.commands import curl_io, curl_transfer
 
-    def hop_policy() -> Egress:
+    def hop_policy(typed_host: str) -> Egress:
         from mirapi_cli.options import load_settings
 
-        return curl_io.policy_egress(settings or load_settings(data_dir, None))
+        return curl_io.policy_egress(settings or load_settings(data_dir, None), typed_host)
 
     try:
         code = asyncio.run(

@@ -3,7 +3,7 @@
 In-process, the target is looked up with `resolver` (the system's, unless
 a test puts its own there, so that no name leaves the machine) and vetted
 by the egress the caller passes: none for what the user typed, the
-config's policy for a redirect hop to another host (`curl_redirect`).
+config's policy for a redirect hop (`curl_redirect`).
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ def open_egress() -> Egress:
     return OpenEgress(resolver)
 
 
-def policy_egress(settings: Settings) -> Egress:
-    """The config's egress policy, for a redirect hop the server chose."""
+def policy_egress(settings: Settings, typed_host: str) -> Egress:
+    """The config's egress policy for a redirect hop, with the host the user typed allowed."""
     from sidecar.egress import EgressPolicy
 
     return EgressPolicy(
-        allow_private=settings.allow_private, allow_hosts=settings.allow_hosts, resolver=resolver
+        allow_private=settings.allow_private,
+        allow_hosts=(*settings.allow_hosts, typed_host),
+        resolver=resolver,
     )
 
 

@@ -7,11 +7,11 @@ keeps it. Authorization and Cookie headers are not sent on to another
 host (or port, or scheme).
 
 The user typed the first URL, so it goes out with no egress policy (SPEC
-§3), and so may a hop that stays on that URL's scheme, host and port. A
-hop anywhere else was chosen by the server, not the user: it goes through
-the egress policy of the config (SPEC §9), so a public API cannot redirect
-`mirapi curl` to cloud metadata or a private address unless the config
-allows it (`allow_private`, `allow_hosts`).
+§3). Every hop after it was chosen by the server, not the user: it goes
+through the egress policy of the config (SPEC §9), with the typed host
+allowed as `allow_hosts` would allow it (the user chose that host), so a
+public API cannot redirect `mirapi curl` to cloud metadata or a private
+address unless the config allows it (`allow_private`, `allow_hosts`).
 """
 
 from __future__ import annotations

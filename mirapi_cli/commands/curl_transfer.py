@@ -110,7 +110,7 @@ class Transferring:
         *,
         via: str | None,
         settings: Settings | None,
-        hop_policy: Callable[[], Egress] | None,
+        hop_policy: Callable[[str], Egress] | None,
         custom_method: bool,
         name_flags: bool,
     ) -> None:
@@ -122,22 +122,23 @@ class Transferring:
         self.custom_method = custom_method
         self.name_flags = name_flags
 
-    async def fetch(self, call: CurlRequest, typed: tuple[str, str, int]) -> curl_io.CurlResponse:
+    async def fetch(self, call: CurlRequest, typed_host: str | None) -> curl_io.CurlResponse:
+        """One hop; `typed_host` is None for the first (the URL as typed, no policy)."""
         if self.transfer.verbose:
             sys.stderr.write(f"> {call.method} {call.url}\n")
         if self.via is not None:
             return await curl_io.through_sidecar(call, self.via)
         egress = None
-        if self.hop_policy is not None and curl_redirect.origin(call.url) != typed:
-            egress = self.hop_policy()
+        if self.hop_policy is not None and typed_host is not None:
+            egress = self.hop_policy(typed_host)
         return await curl_io.in_process(call, self.progress.attempt, self.settings, egress)
 
     async def run(self, call: CurlRequest, sink: IO[bytes], stats: curl_writeout.Stats) -> int:
-        typed = curl_redirect.origin(call.url)
+        typed_host = curl_redirect.origin(call.url)[1]
         transfer = self.transfer
         while True:
             try:
-                response = await self.fetch(call, typed)
+                response = await self.fetch(call, typed_host if stats.num_redirects else None)
             except curl_io.CallFailed as failure:
                 if not transfer.quiet_errors:
                     message = failure.message
@@ -166,7 +167,7 @@ async def perform(
     *,
     via: str | None,
     settings: Settings | None = None,
-    hop_policy: Callable[[], Egress] | None = None,
+    hop_policy: Callable[[str], Egress] | None = None,
     custom_method: bool = False,
     flag_names: bool = True,
 ) -> int:
