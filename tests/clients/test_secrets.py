@@ -27,6 +27,10 @@ from tests.clients.conftest import PASSPHRASE, Counter, SecretSpec, Sidecar, sta
 from tests.clients.fakes import AnthropicFake, FakeLoop, OpenAIFake, StripeFake
 from tests.e2e.test_secrets import leaks
 
+# The module's sidecar is set up by the first test: five `secrets add` and an
+# unlock, each a scrypt of 128 MiB, are slow on a busy machine.
+pytestmark = pytest.mark.timeout(300)
+
 HOST_A = SecretSpec("openai-a", "127.0.0.2", "sk-SECRET-for-host-2")
 HOST_B = SecretSpec("openai-b", "127.0.0.3", "sk-SECRET-for-host-3")
 # A second secret for host A: what an endpoint names, beating the host's own.
