@@ -91,6 +91,9 @@ CASES: dict[str, list[str]] = {
     "--compressed": ["--compressed", "{url}/gzip"],
     "-k over http changes nothing": ["-k", "{url}/"],
     "bundled short flags": ["-sSfL", "-d", "a=1", "{url}/"],
+    "attached and bundled values keep their order": [
+        *("--data-urlencode", "z=1 2", "-da=1", "-sSd", "b=2", "-XPUT", "{url}/"),
+    ],
     "-L 301 POST becomes GET": ["-L", "-d", "a=1", "{url}/redirect/301?to=/landed"],
     "-L 302 POST becomes GET": ["-L", "-d", "a=1", "{url}/redirect/302?to=/landed"],
     "-L 303 POST becomes GET": ["-L", "-d", "a=1", "{url}/redirect/303?to=/landed"],
