@@ -192,8 +192,10 @@ class RouteInvalid(MirApiError):
     code = "route_invalid"
 
 
-#: What the official OpenAI and Anthropic SDKs read to skip their own retries.
-SHOULD_NOT_RETRY = ("x-should-retry", "false")
+#: What SDKs read to skip their own retries: the OpenAI and Anthropic ones (and
+#: every SDK generated the same way) read the first, stripe-python the second.
+SHOULD_NOT_RETRY = (("x-should-retry", "false"), ("stripe-should-retry", "false"))
+SHOULD_RETRY_NAMES = frozenset(name for name, _ in SHOULD_NOT_RETRY)
 
 
 def error_body(error: MirApiError, request_id: str) -> bytes:
@@ -213,7 +215,7 @@ def error_headers(error: MirApiError, request_id: str) -> list[tuple[str, str]]:
     if error.retry_after is not None:
         headers.append(("retry-after", str(error.retry_after)))
     if error.final:
-        headers.append(SHOULD_NOT_RETRY)
+        headers.extend(SHOULD_NOT_RETRY)
     headers.extend(error.headers)
     return headers
 

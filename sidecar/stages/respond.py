@@ -2,8 +2,9 @@
 
 Adds `X-Request-ID` always and `X-Rescued` only when a rescue happened.
 A failure answer the sidecar is final about carries `x-should-retry: false`
-(SPEC §2.9): its own refusals always (errors.py, `MirApiError.final`), and
-an upstream's failure, or a 502/504 of ours, once the sidecar's own retries
+(SPEC §2.9), and `Stripe-Should-Retry: false`, stripe-python's spelling:
+its own refusals always (errors.py, `MirApiError.final`), and an
+upstream's failure, or a 502/504 of ours, once the sidecar's own retries
 or failover were in force for the call, or X-Deadline ran out. A call with
 no retry policy of ours keeps the SDK's retries as they were.
 `X-Extract: /json/pointer` answers with just that part of a JSON response.
@@ -18,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.errors import SHOULD_NOT_RETRY, MirApiError
+from sidecar.errors import SHOULD_NOT_RETRY, SHOULD_RETRY_NAMES, MirApiError
 from sidecar.exchange import Exchange, Next, Response
 
 
@@ -71,10 +72,10 @@ class Respond:
         if exchange.policy.extract is not None and 200 <= response.status < 300:
             response = await self._extract(response, exchange.policy.extract)
         if response.status >= 400 and retried_for_the_client(exchange):
-            # The upstream's own x-should-retry (OpenAI sends one) is about one
-            # attempt; ours covers the retries already spent on it.
-            response.headers = [h for h in response.headers if h[0] != SHOULD_NOT_RETRY[0]]
-            response.headers.append(SHOULD_NOT_RETRY)
+            # The upstream's own x-should-retry (OpenAI and Stripe send one) is
+            # about one attempt; ours covers the retries already spent on it.
+            response.headers = [h for h in response.headers if h[0] not in SHOULD_RETRY_NAMES]
+            response.headers.extend(SHOULD_NOT_RETRY)
         response.headers.append(("x-request-id", exchange.request_id))
         if exchange.rescue is not None:
             response.headers.append(("x-rescued", exchange.rescue))

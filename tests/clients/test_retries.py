@@ -83,11 +83,6 @@ def test_anthropic_sdk_does_not_retry_what_the_sidecar_already_retried(
     assert (len(counter.sent), len(fakes.claude.seen)) == (1, 1 + ROUTE_RETRIES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stripe-python obeys only Stripe-Should-Retry, which SPEC §2.9 does not have the"
-    " sidecar send: its default two retries reach the upstream (9 calls, not 3)",
-)
 def test_stripe_sdk_does_not_retry_what_the_sidecar_already_retried(
     sidecar: Sidecar, fakes: ApiFakes
 ) -> None:

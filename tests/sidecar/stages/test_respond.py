@@ -42,12 +42,16 @@ def raising(error: MirApiError):  # type: ignore[no-untyped-def]
 
 
 def should_retry(headers: list[tuple[str, str]]) -> list[str]:
-    return [value for name, value in headers if name == "x-should-retry"]
+    values = [value for name, value in headers if name == "x-should-retry"]
+    # stripe-python reads only its own spelling: it always says the same.
+    assert [value for name, value in headers if name == "stripe-should-retry"] == values
+    return values
 
 
 async def test_an_upstream_failure_after_our_retries_says_do_not_retry() -> None:
     response = await Respond(1024)(
-        exchange({"X-Retry-Count": "2"}), answering(503, ("x-should-retry", "true"))
+        exchange({"X-Retry-Count": "2"}),
+        answering(503, ("x-should-retry", "true"), ("stripe-should-retry", "true")),
     )
     # The upstream's own "true" was about one attempt; ours covers all three.
     assert should_retry(response.headers) == ["false"]
@@ -60,7 +64,10 @@ async def test_an_upstream_failure_after_failover_says_do_not_retry() -> None:
 
 
 async def test_without_a_retry_policy_of_ours_the_clients_retries_stay_as_they_were() -> None:
-    response = await Respond(1024)(exchange({}), answering(503, ("x-should-retry", "true")))
+    response = await Respond(1024)(
+        exchange({}),
+        answering(503, ("x-should-retry", "true"), ("stripe-should-retry", "true")),
+    )
     assert should_retry(response.headers) == ["true"]
     error = UpstreamUnreachable("refused")
     with pytest.raises(UpstreamUnreachable):
