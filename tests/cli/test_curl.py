@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -103,10 +104,17 @@ async def test_exit_codes_follow_curl(upstream: Upstream) -> None:
     code, _, err = await mirapi("curl", upstream.url, "--timeout", "200ms")
     assert code == 28, err
     code, _, err = await mirapi(
-        "curl", "http://127.0.0.1:9/", "--retry", "1", "--retry-delay", "1ms"
+        "curl", f"http://127.0.0.1:{_closed_port()}/", "--retry", "1", "--retry-delay", "1ms"
     )
     assert code == 7
     assert "could not be reached" in err
+
+
+def _closed_port() -> int:
+    """A loopback port that was bound and is now closed: connecting is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def test_failover(upstream: Upstream) -> None:

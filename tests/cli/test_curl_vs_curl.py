@@ -389,6 +389,7 @@ def test_a_redirect_to_another_host_goes_through_the_egress_policy(tmp_path: Pat
 
 
 def test_a_mistyped_option_suggests_the_closest() -> None:
+    # Refused before any call: the URL is never reached.
     ours = mirapi_curl(["--data-urlencod", "a=1", "http://127.0.0.1:9/"])
     assert ours.code == 2
     assert "--data-urlencode" in ours.stderr and "--data-dir" not in ours.stderr
