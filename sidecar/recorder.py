@@ -65,6 +65,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -265,11 +266,19 @@ def _without_userinfo(url: str) -> tuple[str, bool]:
     return urlunsplit(parts._replace(netloc=host)), True
 
 
+@functools.cache
+def _pci() -> ModuleType:
+    """`sidecar.pci`, imported at first use: `mirapi replay` reads records
+    (`decode`) without building the scanner's tables, and a function-level
+    import costs a request more than this cached call."""
+    import sidecar.pci
+
+    return sidecar.pci
+
+
 def mask_header(name: str, value: str) -> tuple[str, str]:
     """(name, value) with card numbers masked, scanned as `name: value` (the name is a label)."""
-    from sidecar.pci import mask_text
-
-    masked_name, _, masked_value = mask_text(f"{name}: {value}").partition(": ")
+    masked_name, _, masked_value = _pci().mask_text(f"{name}: {value}").partition(": ")
     return masked_name, masked_value
 
 
@@ -277,32 +286,25 @@ def masked(
     request_id: str, url: str, route: str | None, headers: list[tuple[str, str]], names: list[str]
 ) -> tuple[str, str, str | None, list[tuple[str, str]], list[str]]:
     """The record's text fields with every card number masked (see the module doc)."""
-    # Here, not at the top, like the guard in `build_record`: `mirapi replay`
-    # reads records without building the scanner's tables.
-    from sidecar.pci import has_card_number, mask_text, text_bytes
-
+    pci = _pci()
     # One scan of them all first: a card outside the body is rare, and
     # masking field by field costs a scan each. A card in one field is
     # found in the joined text too (a newline ends a digit run, and a
     # label only grows).
     joined = "\n".join(chain((request_id, url, route or ""), chain.from_iterable(headers), names))
-    if not has_card_number(text_bytes(joined)):
+    if not pci.has_card_number(pci.text_bytes(joined)):
         return request_id, url, route, headers, names
     return (
-        mask_text(request_id),
-        mask_text(url),
-        None if route is None else mask_text(route),
+        pci.mask_text(request_id),
+        pci.mask_text(url),
+        None if route is None else pci.mask_text(route),
         [mask_header(name, value) for name, value in headers],
-        [mask_text(name) for name in names],
+        [pci.mask_text(name) for name in names],
     )
 
 
 def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
     """The record of `outcome`, or None when it must not be recorded."""
-    # Here, not at the top: `mirapi replay` reads records (`decode`) without
-    # paying for the proxy's stages and their HTTP clients.
-    from sidecar.stages.pci_guard import card_in_payload
-
     exchange = outcome.exchange
     if exchange is None or outcome.error == "pci_card_number":
         return None
@@ -310,7 +312,13 @@ def build_record(outcome: Outcome, record_bodies: bool) -> RequestRecord | None:
     recording = wants_body(exchange, record_bodies)
     # The guard was off for this request (a route's choice): keep no card
     # number even so. `card_number` stands for the body and query both.
-    card = recording and card_in_payload(exchange) is not None
+    card = False
+    if recording:
+        # Here, not at the top: `mirapi replay` reads records (`decode`) without
+        # paying for the proxy's stages and their HTTP clients.
+        from sidecar.stages.pci_guard import card_in_payload
+
+        card = card_in_payload(exchange) is not None
     if card:
         recording = False
         withheld.append(WITHHELD_CARD_NUMBER)
