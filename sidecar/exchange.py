@@ -39,6 +39,12 @@ class TargetOptions:
 NO_OPTIONS = TargetOptions()
 
 
+#: The attempt log's outcome for an attempt an open circuit refused.
+CIRCUIT_OPEN_OUTCOME = "circuit_open"
+#: Added to an attempt's outcome in the log when the retry budget refused its retry.
+OVER_BUDGET = "over retry budget"
+
+
 def new_request_id() -> str:
     """A random request id: 16 hex characters are unique enough and cheap to make."""
     return os.urandom(8).hex()
@@ -112,6 +118,10 @@ class Exchange:
         """The timeout of one attempt at the target under way."""
         timeout = self.options.timeout
         return self.policy.timeout if timeout is None else timeout
+
+    def fallback_rescue(self) -> str:
+        """`X-Rescued` for an answer from a later target: a route's, or X-Failover-URL's."""
+        return "cascade_fallback" if self.route is not None else "failover"
 
     def note_attempt(self, outcome: str, wait: float) -> None:
         """Record how the attempt at `self.target` ended and the wait before the next."""

@@ -46,8 +46,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from sidecar.exchange import OVER_BUDGET
 from sidecar.observe import Outcome
-from sidecar.stages.retry import OVER_BUDGET
 from sidecar.stats import PCI_ERROR, capital_of
 
 log = logging.getLogger("mirapi.metrics")

@@ -18,29 +18,11 @@ plain dict arithmetic on the event loop's thread, so no lock is needed.
 
 from __future__ import annotations
 
+# Re-exported while callers move to sidecar.headers.
+from sidecar.headers import upstream_host as upstream_host
+
 DEFAULT_RATIO = 0.2
 DEFAULT_MINIMUM = 3
-
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-
-
-def upstream_host(url: str) -> str:
-    """`host[:port]` of an absolute URL, lower case, without credentials.
-
-    A default port is dropped, so `https://h` and `https://h:443` are one host.
-    Plain string slicing: this runs on every request.
-    """
-    scheme, _, rest = url.partition("://")
-    end = len(rest)
-    for mark in "/?#":
-        index = rest.find(mark)
-        if index != -1 and index < end:
-            end = index
-    authority = rest[:end].rpartition("@")[2].lower()
-    default_port = _DEFAULT_PORTS.get(scheme.lower())
-    if default_port is not None and authority.endswith(default_port):
-        authority = authority[: -len(default_port)]
-    return authority
 
 
 class RetryBudget:

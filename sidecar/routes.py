@@ -47,6 +47,7 @@ import tomli_w
 from sidecar.config import parse_rate
 from sidecar.durations import parse_duration
 from sidecar.errors import BadHeader
+from sidecar.headers import DROPPED, PROXY_NAMES, PROXY_PREFIXES
 from sidecar.policy import parse_policy, parse_target_url
 
 Headers = tuple[tuple[str, str], ...]
@@ -321,10 +322,6 @@ def _parse_endpoint(table: object, fail: _Fail) -> Endpoint:
 
 
 def _endpoint_headers(table: object, fail: _Fail) -> Headers:
-    # Imported here: the stage imports the transport, which may come to
-    # import this module.
-    from sidecar.stages.strip_headers import DROPPED, PROXY_NAMES, PROXY_PREFIXES
-
     if not isinstance(table, Mapping):
         raise fail('headers: must be a table such as { "Stripe-Version" = "2024-06-20" }')
     seen: set[str] = set()

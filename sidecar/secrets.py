@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from sidecar.headers import is_forwarded
 from sidecar.routes import NAME_PATTERN
-from sidecar.stages.strip_headers import is_forwarded
 from sidecar.vault import PREFIX
 
 #: The store's record kind for secrets (record name = secret name).

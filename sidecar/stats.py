@@ -41,8 +41,8 @@ import orjson
 
 from sidecar.clock import Clock
 from sidecar.exchange import Exchange
+from sidecar.headers import upstream_host
 from sidecar.observe import Outcome
-from sidecar.retry_budget import upstream_host
 from sidecar.store.logs import LogWriter
 
 log = logging.getLogger("mirapi.stats")

@@ -23,23 +23,8 @@ import httpx
 from sidecar.egress import Egress, VettedResolver
 from sidecar.errors import BadRequest, UpstreamFailure
 from sidecar.exchange import Headers, Response
+from sidecar.headers import HOP_BY_HOP
 from sidecar.transport import AiohttpStreamingTransport
-
-#: Response headers that describe the hop, not the message (RFC 9110 §7.6.1);
-#: the ASGI server frames the body to the client itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
 
 #: aiohttp adds these on its own; a proxy forwards only what the client sent.
 _AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")

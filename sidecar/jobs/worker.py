@@ -60,10 +60,9 @@ from sidecar.errors import (
 )
 from sidecar.events import JOB, Event, EventLog
 from sidecar.exchange import Exchange, Next, new_request_id
+from sidecar.headers import IDEMPOTENT_METHODS, upstream_host
 from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobOutcome, JobRequest
 from sidecar.policy import parse_policy
-from sidecar.retry_budget import upstream_host
-from sidecar.stages.idempotency import IDEMPOTENT_METHODS
 from sidecar.store.jobs import JobStore
 
 log = logging.getLogger(__name__)

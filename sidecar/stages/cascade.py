@@ -15,8 +15,7 @@ X-Failover-URL, `X-Rescued: cascade_fallback` for a route's endpoint.
 from __future__ import annotations
 
 from sidecar.errors import CircuitOpen, MirApiError, UpstreamFailure
-from sidecar.exchange import Exchange, Next, Response
-from sidecar.stages.circuit_breaker import CIRCUIT_OPEN_OUTCOME
+from sidecar.exchange import CIRCUIT_OPEN_OUTCOME, Exchange, Next, Response
 
 
 class Cascade:
@@ -25,7 +24,7 @@ class Cascade:
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
         retry_on = exchange.policy.retry_on
         last = len(exchange.targets) - 1
-        fallback = rescue_name(exchange)
+        fallback = exchange.fallback_rescue()
         for index, url in enumerate(exchange.targets):
             exchange.aim(index)
             try:
@@ -45,11 +44,6 @@ class Cascade:
                 return response
             await response.discard()
         raise AssertionError("a request always has at least one target")
-
-
-def rescue_name(exchange: Exchange) -> str:
-    """`X-Rescued` for an answer from a later target: a route's, or X-Failover-URL's."""
-    return "cascade_fallback" if exchange.route is not None else "failover"
 
 
 def final_error(attempt_log: list[tuple[str, str, float]], failure: UpstreamFailure) -> MirApiError:

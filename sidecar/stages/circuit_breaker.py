@@ -38,15 +38,13 @@ import math
 from sidecar.clock import Clock
 from sidecar.errors import CircuitOpen, StoreUnavailable, UpstreamFailure
 from sidecar.events import BREAKER, Event, EventLog
-from sidecar.exchange import Exchange, Next, Response
+from sidecar.exchange import CIRCUIT_OPEN_OUTCOME, Exchange, Next, Response
+from sidecar.headers import upstream_host
 from sidecar.policy import BreakerPolicy
-from sidecar.retry_budget import upstream_host
 from sidecar.store.breaker import Admission, BreakerState, BreakerStore
 
 log = logging.getLogger(__name__)
 
-#: The attempt log's outcome for an attempt the open circuit refused.
-CIRCUIT_OPEN_OUTCOME = "circuit_open"
 
 
 def counts_as_failure(status: int) -> bool:

@@ -9,7 +9,7 @@ are laid last, over both.
 from __future__ import annotations
 
 from sidecar.exchange import Exchange, Response
-from sidecar.stages.strip_headers import with_endpoint_headers
+from sidecar.headers import with_endpoint_headers
 from sidecar.upstream import UpstreamClient
 
 

@@ -71,13 +71,12 @@ from sidecar.errors import (
     error_headers,
 )
 from sidecar.exchange import BodyStream, Exchange, Next, Response
+from sidecar.headers import IDEMPOTENT_METHODS
 from sidecar.store.cache import Headers, StoredResponse
 from sidecar.store.idempotency import ClaimOutcome, IdempotencyStore, WaitOutcome
 
 log = logging.getLogger(__name__)
 
-#: RFC 9110 §9.2.2: these may be repeated without changing the outcome.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 #: Added to an answer that was not made for this request (Stripe's name).
 REPLAYED_HEADER = ("idempotent-replayed", "true")

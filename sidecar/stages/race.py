@@ -37,10 +37,8 @@ import asyncio
 import dataclasses
 
 from sidecar.errors import CircuitOpen, GatewayTimeout, UpstreamUnreachable
-from sidecar.exchange import Exchange, Next, Response
-from sidecar.stages.cascade import rescue_name
-from sidecar.stages.circuit_breaker import CIRCUIT_OPEN_OUTCOME
-from sidecar.stages.idempotency import IDEMPOTENT_METHODS
+from sidecar.exchange import CIRCUIT_OPEN_OUTCOME, Exchange, Next, Response
+from sidecar.headers import IDEMPOTENT_METHODS
 
 Outcome = Response | BaseException
 
@@ -158,7 +156,7 @@ class _Run:
         response = _response(self.outcomes[index])
         earlier_failed = any(i < index for i in self.failed)
         if index > 0 and earlier_failed and response.status < 400:
-            self.exchange.rescue = rescue_name(self.exchange)
+            self.exchange.rescue = self.exchange.fallback_rescue()
         return response
 
     async def _all_failed(self) -> Response:

@@ -24,12 +24,10 @@ import math
 
 from sidecar.clock import Clock
 from sidecar.errors import UpstreamFailure
-from sidecar.exchange import Exchange, Headers, Next, Response
+from sidecar.exchange import OVER_BUDGET, Exchange, Headers, Next, Response
+from sidecar.headers import upstream_host
 from sidecar.policy import RETRY_DELAY_CAP
-from sidecar.retry_budget import RetryBudget, upstream_host
-
-#: Added to an attempt's outcome in the log when the budget refused its retry.
-OVER_BUDGET = "over retry budget"
+from sidecar.retry_budget import RetryBudget
 
 
 def backoff_delay(attempt: int, base: float, draw: float, cap: float = RETRY_DELAY_CAP) -> float:

@@ -38,9 +38,9 @@ from typing import Protocol
 
 from sidecar.errors import BadHeader, BadRequest, NoTarget, NotFound, RouteInvalid
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
+from sidecar.headers import endpoint_headers
 from sidecar.policy import RequestPolicy, parse_policy, url_problem
 from sidecar.routes import DEFAULT_KEYS, Route
-from sidecar.stages.strip_headers import endpoint_headers
 
 PATH_MODE_PREFIX = "/r/"
 

@@ -44,9 +44,9 @@ from sidecar.errors import (
     UpstreamUnreachable,
 )
 from sidecar.exchange import BodyStream, Exchange, Headers, Next, Response
+from sidecar.headers import HOP_BY_HOP
 from sidecar.policy import CachePolicy
 from sidecar.store.cache import CacheStore, StoredResponse
-from sidecar.upstream import HOP_BY_HOP
 
 log = logging.getLogger(__name__)
 

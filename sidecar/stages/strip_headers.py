@@ -15,50 +15,8 @@ attempts to that endpoint (`with_endpoint_headers`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from sidecar.exchange import Exchange, Headers, Next, Response
-from sidecar.upstream import HOP_BY_HOP
-
-PROXY_PREFIXES = (
-    "x-mirapi-",
-    "x-target-",
-    "x-retry-",
-    "x-proxy-",
-    "x-smart-",
-    "x-failover-",
-    "x-identity-",
-    "x-webhook-",
-    "x-extract",
-    "x-route-",
-    "x-circuit-",
-    "x-idempotency-",
-)
-PROXY_NAMES = frozenset({"x-timeout", "x-deadline"})
-#: Set anew for the upstream hop rather than copied from the client's.
-RECOMPUTED = frozenset({"host", "content-length"})
-DROPPED = PROXY_NAMES | HOP_BY_HOP | RECOMPUTED
-
-
-def is_forwarded(name: str) -> bool:
-    """True when a header named `name` (lower case) may reach the upstream as it is."""
-    if name in DROPPED:
-        return False
-    return not (name.startswith("x-") and name.startswith(PROXY_PREFIXES))
-
-
-def endpoint_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """A route endpoint's headers, lower-cased, without any a client could not send on."""
-    lowered = ((name.strip().lower(), value) for name, value in headers)
-    return tuple((name, value) for name, value in lowered if name and is_forwarded(name))
-
-
-def with_endpoint_headers(headers: Headers, extra: tuple[tuple[str, str], ...]) -> Headers:
-    """`headers` with `extra` (already filtered) replacing those of the same names."""
-    if not extra:
-        return headers
-    replaced = {name for name, _ in extra}
-    return [(n, v) for n, v in headers if n not in replaced] + list(extra)
+from sidecar.headers import is_forwarded
 
 
 def upstream_headers(headers: Headers, request_id: str, idempotency_key: str | None) -> Headers:
