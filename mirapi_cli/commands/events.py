@@ -12,15 +12,16 @@ Following is polling: `events_read(after=cursor)` every POLL seconds,
 where the cursor is the id of the newest event read so far (of any kind:
 a filter must not make the follower read old events again).
 
-Output: on a terminal a table (`-f`: a rich live table of the newest
-rows); piped, or with `--json`, one JSON object a line, flushed line by
-line so that `| jq` or a test sees each event as it comes.
+Output, by the rule of every listing (mirapi_cli/output.py): on a
+terminal a table (`-f`: a rich live table of the newest rows) whose
+request ids are never cut; piped, or with `--json`, one JSON object a
+line, flushed line by line so that `| jq` or a test sees each event as it
+comes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -34,8 +35,7 @@ from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption
 from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
+    from mirapi_cli.output import FittedTable
     from sidecar.events import Event
     from sidecar.store.base import Store
 
@@ -57,6 +57,8 @@ COLUMNS = (
     "Latency ms",
     "Detail",
 )
+#: Left out of a narrow terminal's table, first to last, to keep ids whole on a line.
+OPTIONAL_COLUMNS = ("Latency ms", "Attempts", "Route", "Detail", "Host")
 
 RedisOption = Annotated[
     str | None,
@@ -95,27 +97,29 @@ def tail(
     config: ConfigOption = None,
 ) -> None:
     """Print recent events (newest last); with -f, follow new ones as they come."""
-    from sidecar.events import KINDS
+    from mirapi_cli import output
+    from sidecar.events import KINDS, public_view
 
     if kind is not None and kind not in KINDS:
         raise CliError(f"--kind: {kind!r} is not one of {', '.join(KINDS)}")
     want = wanted(kind, route)
-    lines_out = as_json or not sys.stdout.isatty()
-
     if not follow:
 
         async def read(store: Store) -> list[Event]:
             return (await recent(store, lines, want))[0]
 
         events = with_store(data_dir, config, redis, read)
-        if lines_out:
-            write_json_lines(events)
-        else:
-            _print_table(events, kind is not None or route is not None)
+        filtered = kind is not None or route is not None
+        output.listing(
+            [public_view(event) for event in events],
+            as_json=as_json,
+            json_is_lines=True,
+            human=lambda: _human(events, filtered),
+        )
         return
 
     try:
-        if lines_out:
+        if as_json or not output.is_terminal():
             with_store(data_dir, config, redis, _follower(lines, want, write_json_lines))
         else:
             _follow_live(lines, want, data_dir, config, redis)
@@ -210,20 +214,23 @@ def _follower(count: int, want: Wanted, show: Show) -> Callable[[Store], Awaitab
 
 def write_json_lines(events: Sequence[Event]) -> None:
     """One JSON object a line on stdout, flushed after each."""
-    import orjson
-
+    from mirapi_cli import output
     from sidecar.events import public_view
 
-    for event in events:
-        sys.stdout.write(orjson.dumps(public_view(event)).decode() + "\n")
-        sys.stdout.flush()
+    output.json_lines(public_view(event) for event in events)
 
 
-def table_of(events: Iterable[Event], *, title: str | None = None) -> Table:
-    """The events as a rich table, oldest first."""
+def table_of(events: Iterable[Event], *, title: str | None = None) -> FittedTable:
+    """The events as a table fitted to the terminal, oldest first."""
     from mirapi_cli import output
 
-    return output.table(COLUMNS, (row_of(event) for event in events), title=title)
+    return output.table(
+        COLUMNS,
+        (row_of(event) for event in events),
+        title=title,
+        ids=("Request ID",),
+        optional=OPTIONAL_COLUMNS,
+    )
 
 
 def row_of(event: Event) -> tuple[object, ...]:
@@ -243,13 +250,10 @@ def row_of(event: Event) -> tuple[object, ...]:
     )
 
 
-def _print_table(events: list[Event], filtered: bool) -> None:
-    from mirapi_cli import output
-
+def _human(events: list[Event], filtered: bool) -> FittedTable | str:
     if not events:
-        output.say("no matching events" if filtered else "no events yet")
-        return
-    output.stdout().print(table_of(events))
+        return "no matching events" if filtered else "no events yet"
+    return table_of(events)
 
 
 def _follow_live(

@@ -71,7 +71,7 @@ def list_jobs(
     def human() -> RenderableType | str:
         if not jobs:
             return f"no {status} jobs" if status else "no jobs"
-        table = output.table(
+        return output.table(
             ("ID", "Status", "Attempts", "Next attempt", "Last error", "Callback", "Created"),
             (
                 (
@@ -85,15 +85,13 @@ def list_jobs(
                 )
                 for job in jobs
             ),
+            # An id is copied into `jobs show`: never cut; a narrow terminal
+            # leaves out the columns `jobs show` has too.
+            ids=("ID",),
+            optional=("Callback", "Created", "Next attempt", "Attempts"),
         )
-        # An id is copied into `jobs show`: never cut it; narrow terminals
-        # wrap the error text instead.
-        for column in table.columns[:2]:
-            column.no_wrap = True
-        table.columns[0].min_width = max(len(job.id) for job in jobs)
-        return table
 
-    output.emit([public_view(job) for job in jobs], as_json=as_json, human=human)
+    output.listing([public_view(job) for job in jobs], as_json=as_json, human=human)
 
 
 @app.command()

@@ -112,9 +112,11 @@ def list_keys(
         return output.table(
             ("ID", "Name", "Created"),
             ((k.id, k.name, _iso(k.created)) for k in stored),
+            ids=("ID",),
+            optional=("Created",),
         )
 
-    output.emit(rows, as_json=as_json, human=human)
+    output.listing(rows, as_json=as_json, human=human)
 
 
 @app.command()

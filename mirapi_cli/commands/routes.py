@@ -185,9 +185,10 @@ def list_routes(
         return output.table(
             ("Name", "Strategy", "Endpoints"),
             ((r["name"], r["strategy"], "\n".join(r["endpoints"])) for r in rows),
+            ids=("Name",),
         )
 
-    output.emit(rows, as_json=as_json, human=human)
+    output.listing(rows, as_json=as_json, human=human)
 
 
 @app.command()

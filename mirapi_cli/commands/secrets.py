@@ -143,9 +143,10 @@ def list_secrets(
         return output.table(
             ("Name", "Host", "Header", "Format"),
             ((r["name"], r["host"], r["header"], r["format"]) for r in rows),
+            ids=("Name",),
         )
 
-    output.emit(rows, as_json=as_json, human=human)
+    output.listing(rows, as_json=as_json, human=human)
 
 
 @app.command()

@@ -85,7 +85,8 @@ def stats(
     def human() -> RenderableType:
         return render(summary, since_hour)
 
-    output.emit(summary, as_json=as_json, human=human)
+    # One object: piped, that is one JSON line; --json, the same object.
+    output.listing([summary], as_json=as_json, human=human, document=summary)
 
 
 def since_hour_of(text: str, now: float) -> int:

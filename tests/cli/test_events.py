@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import pty
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from sidecar.config import Settings
 from sidecar.events import BREAKER, JOB, RESCUE, UPSTREAM_ERROR, Event
 from sidecar.store import store_for
 from sidecar.store.base import Store
-from tests.support.cli import REPO, run_mirapi
+from tests.support.cli import REPO, on_terminal, run_mirapi
 
 WAIT = 10.0
 T0 = 1_700_000_000.0
@@ -251,41 +248,12 @@ async def test_follow_an_empty_log_shows_the_first_event(store: Store, data_dir:
 def run_on_terminal(
     data_dir: Path, *args: str, until: bytes, then_interrupt: bool = False
 ) -> tuple[int, str]:
-    """Run `mirapi ARGS` with a pseudo-terminal as stdout; its exit code and output.
-
-    Reads until `until` appears (then Ctrl-C when `then_interrupt`) or EOF.
-    """
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mirapi_cli.main", *args],
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        env=env_for(data_dir),
+    """Run `mirapi ARGS` on a pseudo-terminal; its exit code and output (nothing on stderr)."""
+    code, seen, err = on_terminal(
+        args, env_for(data_dir), columns=120, until=until, then_interrupt=then_interrupt
     )
-    os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + WAIT
-    try:
-        while until not in seen and time.monotonic() < deadline:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        if then_interrupt:
-            process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=WAIT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(leader)
-    assert process.stderr is not None
-    err = process.stderr.read().decode()
-    process.stderr.close()
     assert err == "", err
-    return code, seen.decode(errors="replace")
+    return code, seen
 
 
 async def test_a_terminal_gets_a_table(store: Store, data_dir: Path) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from mirapi_cli.commands.stats import money, since_hour_of
+from mirapi_cli.commands.stats import money, render, since_hour_of
 from mirapi_cli.errors import CliError
 from sidecar.config import Settings
 from sidecar.jobs.model import Job, JobRequest
@@ -109,10 +110,16 @@ async def test_stats_json_sums_every_kept_hour_and_since_only_the_recent_ones(
     # Breakers open now, whenever their errors were counted.
     assert recent["breakers_open"] == ["down.test"]
 
+    # Piped without --json: the same object, as one JSON line.
     assert human_code == 0
+    assert human.count("\n") == 1 and json.loads(human) == every
+    # On a terminal: rich tables (rendered here as a terminal would show them).
+    console = Console(width=100, force_terminal=True, no_color=True, record=True)
+    console.print(render(every, 0))
+    shown = console.export_text()
     for text in ("MirApi stats", "Rescued capital", "25.00", "7.00", "USD", "EUR", "60.00%"):
-        assert text in human, text
-    assert "down.test" in human and "failover" in human
+        assert text in shown, text
+    assert "down.test" in shown and "failover" in shown
 
 
 async def test_stats_on_an_empty_store(tmp_path: Path) -> None:

@@ -8,11 +8,17 @@ and `kill_leftover` kills whatever a test left running.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +93,52 @@ def kill_leftover(state_file: Path) -> None:
         os.kill(state.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def on_terminal(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    columns: int = 80,
+    until: bytes | None = None,
+    then_interrupt: bool = False,
+) -> tuple[int, str, str]:
+    """Run `mirapi ARGS` with a pseudo-terminal `columns` wide as stdout.
+
+    Reads until `until` appears (then Ctrl-C when `then_interrupt`) or EOF;
+    returns the exit code, what the terminal showed, and stderr.
+    """
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mirapi_cli.main", *args],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + WAIT
+    try:
+        while (until is None or until not in seen) and time.monotonic() < deadline:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if then_interrupt:
+            process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    assert process.stderr is not None
+    err = process.stderr.read().decode()
+    process.stderr.close()
+    return code, seen.decode(errors="replace"), err
 
 
 async def run_mirapi(
