@@ -40,7 +40,7 @@ SHELLS = ("bash", "zsh", "fish")
 # (typed before the TAB, the line the shell must then show)
 COMPLETES = [
     pytest.param("mirapi ro", "mirapi routes", id="subcommand"),
-    pytest.param("mirapi routes add --endp", "mirapi routes add --endpoint", id="option"),
+    pytest.param("mirapi routes add --strat", "mirapi routes add --strategy", id="option"),
     pytest.param("mirapi completion show z", "mirapi completion show zsh", id="choice"),
 ]
 
