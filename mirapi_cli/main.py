@@ -21,6 +21,7 @@ import typer
 from mirapi_cli.commands.completion import app as completion_app
 from mirapi_cli.commands.curl import curl
 from mirapi_cli.commands.curl_argv import CurlCommand
+from mirapi_cli.commands.dashboard import dashboard
 from mirapi_cli.commands.events import app as events_app
 from mirapi_cli.commands.jobs import app as jobs_app
 from mirapi_cli.commands.keys import app as keys_app
@@ -52,6 +53,7 @@ app.add_typer(completion_app, name="completion")
 app.command("curl", cls=CurlCommand)(curl)
 app.command("replay")(replay)
 app.command("stats")(stats)
+app.command("dashboard")(dashboard)
 
 
 def _print_version(value: bool) -> None:

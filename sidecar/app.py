@@ -20,6 +20,7 @@ from sidecar.client_keys import ClientKey
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.config import Settings, is_loopback_listen
 from sidecar.control import make_control_app
+from sidecar.dashboard import is_public_path
 from sidecar.egress import Egress, EgressPolicy
 from sidecar.errors import (
     BadRequestFraming,
@@ -246,11 +247,18 @@ class Sidecar:
         """The sidecar's own endpoints, behind the same door as proxied requests."""
         try:
             inbound = read_request(scope)
-            self.gate.admit(scope, inbound.first, key=scope["path"] not in PROBES)
+            self.gate.admit(scope, inbound.first, key=self._control_needs_key(scope["path"]))
         except MirApiError as error:
             await send_response(_error_response(error, new_request_id()), send)
             return
         await self.control(scope, receive, send)  # type: ignore[arg-type]
+
+    def _control_needs_key(self, path: str) -> bool:
+        """Probes never; the dashboard's page and assets not once keys exist (it then
+        asks for one; while none exists the door keeps them to loopback)."""
+        if path in PROBES:
+            return False
+        return not (is_public_path(path) and self.keys.all())
 
     async def proxy(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         """One proxied request: parse at the edge, run the chain, stream the answer."""

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response
 
+from sidecar.dashboard import make_blueprint
+from sidecar.dashboard.access import MethodNotAllowed
 from sidecar.errors import MirApiError, NotFound, error_body, error_headers
 from sidecar.exchange import new_request_id
 from sidecar.jobs.model import public_view
@@ -63,6 +65,14 @@ def make_control_app(sidecar: Sidecar) -> Quart:
     async def not_found(_: Exception) -> Response:
         # The sidecar's own errors are JSON everywhere, never Quart's HTML page.
         return error_response(NotFound("no such sidecar endpoint", code="not_found"))
+
+    @app.errorhandler(405)
+    async def wrong_method(_: Exception) -> Response:
+        # The dashboard's feeds are read-only: a POST gets JSON, not an HTML page.
+        return error_response(MethodNotAllowed("this sidecar endpoint does not take that method"))
+
+    # The live dashboard, /_mirapi/ui (SPEC §12).
+    app.register_blueprint(make_blueprint(sidecar))
 
     return app
 
