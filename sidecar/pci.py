@@ -446,12 +446,13 @@ def _next_hit(screen: re.Pattern[bytes], squeezed: bytes, at: int) -> int:
     return len(squeezed) if hit is None else hit.start()
 
 
-#: Up to this size, digits are counted before anything else (a second pass,
-#: so not worth it on a large body, whose screens are one pass each anyway).
+#: Up to this size, a text is first looked at for a run long enough to hold
+#: a card (a second pass, so not worth it on a large body).
 _SHORT = 512
-_NOT_DIGITS = bytes(byte for byte in range(256) if byte not in b"0123456789")
-#: What every card is within: a digit, then 11 or more digits, spaces and dashes.
-_SHORT_RUN = re.compile(rb"[0-9][0-9 -]{11,}")
+#: Digits, spaces and dashes to `0`, the rest to `x`: a card lies in a run of
+#: `_TWELVE` (more than needed, as spaces alone count too, but one C call).
+_RUN_TABLE = bytes(ord("0") if byte in b"0123456789 -" else ord("x") for byte in range(256))
+_TWELVE = b"0" * MIN_DIGITS
 
 
 def find_card_number(data: bytes) -> int | None:
@@ -465,10 +466,8 @@ def find_card(data: bytes, start: int = 0) -> Span | None:
 
     `start` is 0 or the end of a card found before (never inside a group).
     """
-    if len(data) <= _SHORT and (
-        len(data.translate(None, _NOT_DIGITS)) < MIN_DIGITS or _SHORT_RUN.search(data) is None
-    ):
-        # A path, headers, a small query: a C call or two say no run is long enough.
+    if len(data) <= _SHORT and _TWELVE not in data.translate(_RUN_TABLE):
+        # A path, headers, a small query: two C calls say no run is long enough.
         return None
     squeezed = data.translate(_SQUEEZE, b" -")
     length = len(squeezed)
