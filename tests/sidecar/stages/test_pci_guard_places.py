@@ -13,21 +13,15 @@ import pytest
 
 from sidecar.egress import EgressPolicy
 from sidecar.errors import PciCardNumber
-from sidecar.exchange import Exchange, Response
+from sidecar.exchange import Exchange
 from sidecar.gate import request_id_of
 from sidecar.pipeline import Parts, build, standard_stages
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route
 from sidecar.stages.async_jobs import AsyncJobs
-from sidecar.stages.pci_guard import PciGuard
-from sidecar.stages.routing import Routing
 from sidecar.store.memory import MemoryStore
+from tests.sidecar.stages.test_pci_guard import CARD, ROUTES, Upstreams, guard
 from tests.support.clock import FakeClock
 
-CARD = "4111111111111111"
-VAULT = Route("vault", (Endpoint("https://vault.test"),), pci_guard=False)
-PAY = Route("pay", (Endpoint("https://pay.test"),))
-ROUTES = {"vault": VAULT, "pay": PAY}
 TARGET = ("x-target-url", "https://upstream.test")
 CALLBACK = ("x-webhook-callback", "https://hooks.test/done")
 
@@ -35,24 +29,6 @@ CALLBACK = ("x-webhook-callback", "https://hooks.test/done")
 def exchange(path: str, *headers: tuple[str, str], query: str = "") -> Exchange:
     lowered = [(name.lower(), value) for name, value in headers]
     return Exchange("POST", path, query, lowered, b"{}", parse_policy(dict(lowered)), "rid")
-
-
-class Upstreams:
-    """The terminal: counts the requests that got past the stages."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self, exchange: Exchange) -> Response:
-        self.calls += 1
-        return Response(200, [], b"ok")
-
-
-async def guard(ex: Exchange) -> Upstreams:
-    """Run Routing then PciGuard on `ex`, as the pipeline does."""
-    terminal = Upstreams()
-    await build([Routing(ROUTES), PciGuard()], terminal)(ex)
-    return terminal
 
 
 async def refused(ex: Exchange) -> str:
