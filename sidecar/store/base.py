@@ -11,6 +11,7 @@ it uses:
     records.NamedRecordStore      routes, client keys, secrets (durable)
     jobs.JobStore                 async jobs, the webhook secret (durable)
     logs.LogWriter / LogReader    events, request records, stats
+    fleet.FleetStore              heartbeats and change notices (SPEC §11)
 
 Backends (SPEC §7), each a package with a module per capability: `memory`
 (one process), `embedded` (memory for the hot path, SQLite in the data dir
@@ -38,6 +39,7 @@ from typing import Protocol
 
 from sidecar.store.breaker import Admission, BreakerState, BreakerStatus, BreakerStore
 from sidecar.store.cache import CacheStore, Headers, StoredResponse
+from sidecar.store.fleet import FleetStore, Heartbeat
 from sidecar.store.idempotency import (
     Claim,
     ClaimOutcome,
@@ -73,7 +75,9 @@ __all__ = [
     "CacheStore",
     "Claim",
     "ClaimOutcome",
+    "FleetStore",
     "Headers",
+    "Heartbeat",
     "IdempotencyStore",
     "JobStore",
     "Lifecycle",
@@ -129,6 +133,7 @@ class Store(
     JobStore,
     LogWriter,
     LogReader,
+    FleetStore,
     Protocol,
 ):
     """Every capability: what a backend implements, and what wiring hands out."""

@@ -12,8 +12,9 @@ client retrying after a sidecar crash may reach the upstream again, where
 the upstream Idempotency-Key still guards). Rate limit buckets stay in
 memory: one sidecar runs per data dir, and a bucket is judged per request.
 
-Named records, jobs and logs go straight to the file, one module each
-(`records`, `jobs`, `logs`: its statements and its store mixin).
+Named records, jobs, logs and the fleet's heartbeats go straight to the
+file, one module each (`records`, `jobs`, `logs`, `fleet`: its statements
+and its store mixin).
 
 At open the schema is created or migrated, and what has not expired is
 loaded back: the cache in write order, within the memory bound. In-flight
@@ -38,6 +39,7 @@ from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
 from sidecar.store.base import StoreHealth
 from sidecar.store.embedded.database import Database
+from sidecar.store.embedded.fleet import EmbeddedFleet
 from sidecar.store.embedded.jobs import EmbeddedJobs
 from sidecar.store.embedded.logs import EmbeddedLogs
 from sidecar.store.embedded.owner_lock import OwnerLock
@@ -69,6 +71,7 @@ class EmbeddedStore(
     EmbeddedRecords,
     EmbeddedJobs,
     EmbeddedLogs,
+    EmbeddedFleet,
 ):
     """The memory store written behind to one SQLite file (`path` None: memory only)."""
 

@@ -22,6 +22,8 @@ Tables:
     requests     seq (AUTOINCREMENT: write order), id (the request id, unique),
                  data
     stats        hour, name, value (one counter of one hour bucket)
+    fleet        id, listed_until, data (sidecar.store.fleet.encode(): the
+                 sidecars' heartbeats)
 
 The schema version is SQLite's `user_version`; `MIGRATIONS[n]` takes a file
 from version n to n + 1, all steps in one transaction at open, so a file
@@ -122,6 +124,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             value INTEGER NOT NULL,
             PRIMARY KEY (hour, name)
         ) WITHOUT ROWID""",
+    ),
+    # 5 -> 6: the fleet: each running sidecar's heartbeat.
+    (
+        """CREATE TABLE IF NOT EXISTS fleet (
+            id TEXT PRIMARY KEY,
+            listed_until REAL NOT NULL,
+            data BLOB NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,7 @@
 the local fallback of the Redis one (SPEC §7).
 
 One mixin per capability, one module each (`cache`, `breaker`,
-`idempotency`, `rate`, `records`, `jobs`, `logs`), over `state.MemoryState`;
+`idempotency`, `rate`, `records`, `jobs`, `logs`, `fleet`), over `state.MemoryState`;
 `MemoryStore` is all of them. Expired entries are purged lazily: when read,
 when a bound pushes them out, or by an occasional sweep.
 """
@@ -13,6 +13,7 @@ from sidecar.clock import Clock
 from sidecar.store.base import StoreHealth
 from sidecar.store.memory.breaker import MemoryBreakers
 from sidecar.store.memory.cache import MemoryCache
+from sidecar.store.memory.fleet import MemoryFleet
 from sidecar.store.memory.idempotency import EXPIRY_CHECK, RESULT_TTL, MemoryIdempotency
 from sidecar.store.memory.jobs import MemoryJobs
 from sidecar.store.memory.logs import MemoryLogs
@@ -40,6 +41,7 @@ class MemoryStore(
     MemoryRecords,
     MemoryJobs,
     MemoryLogs,
+    MemoryFleet,
 ):
     """A complete `Store` in memory; nothing survives the process."""
 

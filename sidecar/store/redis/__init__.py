@@ -1,7 +1,7 @@
 """The Redis store: one state for every sidecar that shares the server (SPEC §7).
 
 One mixin per capability over `client.RedisBase`, one module each (`cache`,
-`breaker`, `idempotency`, `rate`, `records`, `jobs`, `logs`), with its keys
+`breaker`, `idempotency`, `rate`, `records`, `jobs`, `logs`, `fleet`), with its keys
 documented and its Lua scripts beside it; `RedisStore` is all of them. This
 package is the only importer of `redis` (ruff's banned-api rule).
 
@@ -9,7 +9,8 @@ Keys, all under `mirapi:` (the namespace) and cluster-safe: the keys one
 operation touches share a hash tag, so a Redis Cluster keeps them in one
 slot (`mirapi:cache:{KEY}`, `mirapi:breaker:{HOST}`, `mirapi:idem:{KEY}:*`,
 `mirapi:rate:{KEY}`, `mirapi:KIND:{KIND}`, `mirapi:jobs:{jobs}:*`,
-`mirapi:events:{events}`, `mirapi:requests:{requests}`, `mirapi:stats:{stats}:*`).
+`mirapi:events:{events}`, `mirapi:requests:{requests}`, `mirapi:stats:{stats}:*`,
+`mirapi:fleet:{fleet}*`; the `mirapi:changes` pub/sub channel).
 
 Expiry is logical: the injected clock's `now` goes to every script as an
 argument and is compared with the times stored in the values, so a fake
@@ -31,6 +32,7 @@ from sidecar.store.base import StoreHealth
 from sidecar.store.redis.breaker import RedisBreakers
 from sidecar.store.redis.cache import RedisCache
 from sidecar.store.redis.client import GC_GRACE, hash_tag, millis, safe_cause
+from sidecar.store.redis.fleet import RedisFleet
 from sidecar.store.redis.idempotency import RESULT_TTL, RedisIdempotency
 from sidecar.store.redis.jobs import RedisJobs
 from sidecar.store.redis.logs import REQUEST_TTL, RedisLogs
@@ -56,6 +58,7 @@ class RedisStore(
     RedisRecords,
     RedisJobs,
     RedisLogs,
+    RedisFleet,
 ):
     """The `Store` on one Redis server, shared by every sidecar pointed at it.
 

@@ -20,7 +20,9 @@ shared only, StoreUnavailable while degraded (a 503, never a guess):
   - jobs and the webhook secret: an accepted job must survive this process,
     so it is accepted only into Redis; workers find nothing to claim;
   - log reads (`events tail`, `replay`, `stats`): the shared state or an
-    error, never the local part.
+    error, never the local part;
+  - the fleet (heartbeats, change notices): a heartbeat kept locally would
+    tell the CLI nothing; the sidecar's heartbeat and listener retry.
 
 Adding a capability: put its Protocol in `FallsBack` or `SharedOnly` below.
 """
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sidecar.store.breaker import BreakerStore
 from sidecar.store.cache import CacheStore
+from sidecar.store.fleet import FleetStore
 from sidecar.store.jobs import JobStore
 from sidecar.store.logs import LogReader, LogWriter
 from sidecar.store.rate import RateStore
@@ -45,7 +48,7 @@ class FallsBack(CacheStore, BreakerStore, RateStore, LogWriter, Protocol):
     """Answered by Redis while it answers, else (and until it answers again) locally."""
 
 
-class SharedOnly(NamedRecordStore, JobStore, LogReader, Protocol):
+class SharedOnly(NamedRecordStore, JobStore, LogReader, FleetStore, Protocol):
     """Answered by Redis alone: StoreUnavailable while it is lost."""
 
 
