@@ -401,6 +401,19 @@ PAGES: Mapping[str, PageText] = {
             ),
         ),
     ),
+    "dashboard": PageText(
+        description=(
+            "Finds the sidecar running on the data dir (its state file) and opens its live "
+            "dashboard, `/_mirapi/ui`, with the system's browser (`$BROWSER` is honoured); "
+            "where none can be opened, and with `--print`, prints the URL instead. Once "
+            "client keys exist the page asks for one (docs/dashboard.md).",
+        ),
+        examples=(
+            ex("Open the dashboard:", "mirapi dashboard"),
+            ex("Print its URL, to open elsewhere:", "mirapi dashboard --print"),
+        ),
+        exit_status=((str(int(ExitCode.NOT_RUNNING)), "No sidecar runs on the data dir."),),
+    ),
     "stats": PageText(
         description=(
             "Counts live in the store in hourly buckets, so `--since` is rounded to the "

@@ -43,7 +43,7 @@ SUMMARY_HOURS = 24
 #: Events read from the store per poll (the newest), before filtering.
 EVENTS_READ = 500
 #: Events a feed returns at most.
-EVENTS_SHOWN = 50
+EVENTS_SHOWN = 25
 #: Failed jobs listed (the newest).
 FAILED_JOBS_SHOWN = 20
 #: Hosts whose breaker is looked up (one store read each).

@@ -16,6 +16,7 @@ from sidecar import client_keys
 from sidecar.app import Sidecar
 from sidecar.egress import EgressPolicy
 from tests.conftest import make_settings
+from tests.e2e.conftest import cli, http  # noqa: F401  (real processes, for the browser tests)
 from tests.support.servers import serving
 
 
@@ -39,8 +40,8 @@ class Dash:
 async def dash(tmp_path: Path) -> AsyncIterator[Dash]:
     settings = make_settings(tmp_path, record_bodies=True)
     app = Sidecar(settings, egress=EgressPolicy(allow_private=True))
-    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
-        yield Dash(app, url, http)
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        yield Dash(app, url, client)
 
 
 @dataclass

@@ -85,8 +85,17 @@
         }));
       }
     });
-    svg.appendChild(node("path", { d: ratePath(points, "without_rescues", x, yRate), class: "line without" }));
-    svg.appendChild(node("path", { d: ratePath(points, "with_rescues", x, yRate), class: "line with" }));
+    for (const field of ["without_rescues", "with_rescues"]) {
+      const kind = field === "with_rescues" ? "with" : "without";
+      svg.appendChild(node("path", { d: ratePath(points, field, x, yRate), class: "line " + kind }));
+      // A dot per minute too: a minute alone (the first one) has no line to draw.
+      points.forEach(function (point, index) {
+        const rate = point[field];
+        if (rate !== null && rate !== undefined) {
+          svg.appendChild(node("circle", { cx: x(index).toFixed(1), cy: yRate(rate).toFixed(1), r: 3, class: "dot " + kind }));
+        }
+      });
+    }
     for (const index of [0, Math.floor(points.length / 2), points.length - 1]) {
       if (points[index]) {
         svg.appendChild(node("text", { x: x(index), y: H - 6, class: "axis bottom" },
