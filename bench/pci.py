@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pci_corpus import CARD_KEY, CARD_WORDS, NO_LABEL, CardBody, card_bodies, clean_bodies
 from pci_corpus import needs_label as needs_label
 
-from sidecar.pci import find_card_number
+from sidecar.pci import find_card_number, url_decoded
 from sidecar.stages.pci_guard import card_offset
 
 ROUNDS = 5
@@ -93,7 +93,7 @@ def per_call(scan: Callable[[bytes], object], data: bytes, calls: int) -> float:
 
 def found_at_its_offset(card: CardBody) -> bool:
     """True when the guard's scan reports `card` at its own offset."""
-    found = card_offset(card.body, url_encoded=card.form)
+    found = card_offset(card.body, url_decoded if card.form else None)
     if found is None:
         return False
     offset, decoded = found
@@ -121,7 +121,7 @@ def measure_precision(seed: int, clean: int, repeats: int) -> bool:
     flagged = bodies = 0
     for body, form in clean_bodies(rng, clean):
         bodies += 1
-        flagged += card_offset(body, url_encoded=form) is not None
+        flagged += card_offset(body, url_decoded if form else None) is not None
     elapsed = time.perf_counter() - started
     total, hits = sum(counted.values()), sum(found.values())
     recall = hits / total

@@ -594,6 +594,11 @@ def mask_text(text: str) -> str:
     return text if masked == data else masked.decode(codec, "surrogatepass")
 
 
+def percent_decoded(data: bytes) -> bytes:
+    """`data` as a path or header is read: `%XX` a byte, `+` a plus."""
+    return unquote_to_bytes(data) if b"%" in data else data
+
+
 def url_decoded(data: bytes) -> bytes:
     """`data` as a form or query decoder sees it: `+` is a space, `%XX` a byte."""
     return unquote_to_bytes(data.replace(b"+", b" "))

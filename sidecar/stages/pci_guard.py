@@ -8,10 +8,12 @@ digits. The stage sits before idempotency, async jobs and the cache, so
 nothing of a blocked request is stored, queued or sent; the error message
 is the only trace.
 
-The path, the query string and a form-encoded body are also scanned
-URL-decoded, since `4111+1111+1111+1111` and `4111%201111%201111%201111`
-are grouped card numbers once decoded; the offset is then one in the
-decoded text, and the message says so.
+The query string and a form-encoded body are also scanned URL-decoded,
+since `4111+1111+1111+1111` and `4111%201111%201111%201111` are grouped
+card numbers once decoded; the path (and a job's headers) with their `%XX`
+escapes decoded, a `+` being a plus there (`/lookup/+4915112345678` is a
+phone number). The offset is then one in the decoded text, and the message
+says so.
 
 Headers are forwarded as sent and masked where the sidecar stores them
 (request records). A job (`X-Webhook-Callback`) is the exception: it stores
@@ -26,12 +28,15 @@ such as a tokenization endpoint); no header can.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.pci import (
     find_card_number,
     mask_card_numbers,
     may_be_encoded,
+    percent_decoded,
     text_bytes,
     url_decoded,
 )
@@ -40,25 +45,30 @@ from sidecar.stages.async_jobs import received_path
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def card_offset(data: bytes, url_encoded: bool) -> tuple[int, bool] | None:
-    """(offset, in the URL-decoded text) of the first card number in `data`, or None.
+#: How a place is decoded before it is scanned again (None: it is not).
+Decode = Callable[[bytes], bytes] | None
 
-    URL-encoded text is read decoded first, as its receiver will: a raw `+`
-    there is a space, not the `+` of a phone number, so the raw text could
-    show another number than the one sent. Then as sent (a `%` that is no
-    escape can keep a card from the decoded text).
+
+def card_offset(data: bytes, decode: Decode) -> tuple[int, bool] | None:
+    """(offset, in the decoded text) of the first card number in `data`, or None.
+
+    Encoded text is read decoded first, as its receiver will: in a query or
+    a form a raw `+` is a space, not the `+` of a phone number, so the raw
+    text could show another number than the one sent. Then as sent (a `%`
+    that is no escape can keep a card from the decoded text).
     """
-    if url_encoded and may_be_encoded(data):
-        offset = find_card_number(url_decoded(data))
+    if decode is not None and may_be_encoded(data):
+        decoded = decode(data)
+        offset = None if decoded == data else find_card_number(decoded)
         if offset is not None:
             return offset, True
     offset = find_card_number(data)
     return None if offset is None else (offset, False)
 
 
-def card_in(data: bytes, place: str, url_encoded: bool) -> str | None:
+def card_in(data: bytes, place: str, decode: Decode) -> str | None:
     """Where in `data` a card number is ("the body at offset 12"), or None."""
-    found = card_offset(data, url_encoded)
+    found = card_offset(data, decode)
     if found is None:
         return None
     offset, decoded = found
@@ -67,17 +77,19 @@ def card_in(data: bytes, place: str, url_encoded: bool) -> str | None:
 
 def card_in_path(exchange: Exchange) -> str | None:
     """Where in the path as received a card number is, or None."""
-    return card_in(text_bytes(received_path(exchange)), "the path", url_encoded=True)
+    # In a path a `+` is a plus (`/v1/lookup/+4915112345678`), only `%XX` is decoded.
+    return card_in(text_bytes(received_path(exchange)), "the path", percent_decoded)
 
 
 def card_in_payload(exchange: Exchange) -> str | None:
     """Where in the query string or body a card number is, or None."""
     if exchange.query:
-        found = card_in(text_bytes(exchange.query), "the query string", url_encoded=True)
+        found = card_in(text_bytes(exchange.query), "the query string", url_decoded)
         if found is not None:
             return found
     content_type = (exchange.header("content-type") or "").lower()
-    return card_in(exchange.body, "the body", url_encoded=content_type.startswith(FORM_TYPE))
+    form = content_type.startswith(FORM_TYPE)
+    return card_in(exchange.body, "the body", url_decoded if form else None)
 
 
 def card_location(exchange: Exchange) -> str | None:
@@ -93,11 +105,12 @@ def card_in_headers(exchange: Exchange) -> str | None:
     """
     for name, value in exchange.headers:
         prefix = text_bytes(name) + b": "
-        found = card_offset(prefix + text_bytes(value), url_encoded=True)
+        # A header is no form: a `+` is a plus (`X-Phone: +49...`), `%XX` a byte.
+        found = card_offset(prefix + text_bytes(value), percent_decoded)
         if found is None:
             continue
         offset, decoded = found
-        skipped = len(url_decoded(prefix)) if decoded else len(prefix)
+        skipped = len(percent_decoded(prefix)) if decoded else len(prefix)
         # A name is a token and never a card; masked all the same, never echoed.
         shown = mask_card_numbers(text_bytes(name)).decode("latin-1")
         where = f"the {shown} header at offset {max(0, offset - skipped)}"

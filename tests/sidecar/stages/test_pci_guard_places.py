@@ -67,6 +67,10 @@ async def test_the_offset_is_in_the_path_as_received_in_path_mode() -> None:
         "/api/v10/channels/658377835337406812/messages",  # a Discord snowflake (18 digits)
         "/v1/orders/6011000000000000001",  # 19 digits, no card context
         "/v1/events/1700000000123",
+        # A phone number: in a path `+` is a plus, not a space. 4915112345678
+        # is 13 digits from Visa's 4 and passes Luhn.
+        "/v2/PhoneNumbers/+4915112345678",
+        "/v2/PhoneNumbers/%2B4915112345678",
     ],
 )
 async def test_ids_in_the_path_pass(path: str) -> None:
@@ -82,7 +86,7 @@ async def test_a_route_with_the_guard_off_takes_a_card_in_the_path() -> None:
     [
         (("x-card", CARD), "the x-card header at offset 0;"),
         (("x-note", "pay with 4111 1111 1111 1111"), "the x-note header at offset 9;"),
-        (("referer", "https://shop.test/?pan=4111+1111+1111+1111"), "the referer header"),
+        (("referer", "https://shop.test/?pan=4111%201111%201111%201111"), "the referer header"),
         (("x-card-number", "6011000000000000001"), "the x-card-number header at offset 0;"),
     ],
 )
@@ -102,7 +106,12 @@ async def test_without_a_callback_a_card_in_a_header_goes_through() -> None:
 
 async def test_a_job_whose_headers_hold_ids_only_is_accepted() -> None:
     ex = exchange(
-        "/v1/charges", TARGET, CALLBACK, ("x-request-id", "658377835337406812"), ("x-n", "12")
+        "/v1/charges",
+        TARGET,
+        CALLBACK,
+        ("x-request-id", "658377835337406812"),
+        ("x-n", "12"),
+        ("x-phone", "+4915112345678"),  # a header is no form: `+` is a plus
     )
     assert (await guard(ex)).calls == 1
 
