@@ -118,8 +118,8 @@ async def test_add_list_show_and_rm(tmp_path: Path) -> None:
         "name": "payments",
         "strategy": "priority",
         "endpoints": [
-            {"url": "https://api.stripe.com", "headers": {}, "timeout": None},
-            {"url": "https://backup.example/v1", "headers": {}, "timeout": None},
+            {"url": "https://api.stripe.com", "headers": {}, "timeout": None, "secret": None},
+            {"url": "https://backup.example/v1", "headers": {}, "timeout": None, "secret": None},
         ],
         "defaults": {
             "retry": "2",
@@ -250,6 +250,7 @@ async def test_export_import_round_trip_is_byte_identical(tmp_path: Path) -> Non
         "url": "https://api.stripe.com",
         "headers": {"Stripe-Version": "2024-06-20"},
         "timeout": "5s",
+        "secret": None,
     }
     missing = await mirapi(tmp_path / "a", "routes", "export", "stripe", "nope")
     assert (missing.code, missing.out) == (1, "")
