@@ -165,9 +165,10 @@ async def through_sidecar(call: CurlRequest, via: str) -> CurlResponse:
         headers.append(("X-MirApi-Key", key))
     # A route's path goes on the request line; X-Target-URL carries its own.
     path = call.url if call.route is not None else "/"
-    request = client.build_request(
-        call.method, base + path, headers=headers, content=call.body or None
-    )
+    # As bytes: httpx encodes text values as ASCII, and the sidecar takes
+    # (and forwards) UTF-8 values as they are, as curl sends its arguments.
+    raw = [(name.encode(), value.encode("utf-8", "surrogateescape")) for name, value in headers]
+    request = client.build_request(call.method, base + path, headers=raw, content=call.body or None)
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as error:

@@ -313,3 +313,19 @@ def test_rebuild_target_replaces_a_route() -> None:
 def test_rebuild_refuses_a_record_without_an_upstream() -> None:
     with pytest.raises(CliError, match="--target"):
         rebuild(a_record("/v1/x"), [])
+
+
+async def test_a_header_beyond_ascii_is_replayed_as_its_utf8_bytes(
+    upstream: Upstream, sidecar_url: str, data_dir: Path
+) -> None:
+    # The sidecar forwards UTF-8 header values byte for byte (docs/headers.md);
+    # a replay of such a request must send the same bytes, not fail to encode.
+    await keep(data_dir, a_record(f"{upstream.url}/v1/charges", headers=(("User-Agent", "naïve"),)))
+    code, _, err = await run_mirapi(
+        data_dir, "replay", "req-1", "--via", sidecar_url, "-H", "X-Note: café"
+    )
+    assert code == 0, err
+    [seen] = upstream.seen
+    # The test upstream (aiohttp) reads header bytes as UTF-8.
+    raw = dict(seen.raw_headers)
+    assert (raw["user-agent"], raw["x-note"]) == ("naïve", "café")
