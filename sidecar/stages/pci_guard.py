@@ -1,7 +1,8 @@
 """The PCI guard (SPEC §2.2): a request carrying a card number goes nowhere.
 
-The path (as received, path mode's `/r/NAME` included), the query string
-and the body (any content type) are scanned with
+The path (as received, path mode's `/r/NAME` included), the query string,
+the body (any content type) and the URLs the client names (X-Target-URL,
+X-Failover-URL: their path and query go upstream too) are scanned with
 `sidecar.pci.find_card_number`. Found: `400 pci_card_number`, naming where
 (the path, the query string or the body) and the byte offset, never the
 digits. The stage sits before idempotency, async jobs and the cache, so
@@ -92,9 +93,25 @@ def card_in_payload(exchange: Exchange) -> str | None:
     return card_in(exchange.body, "the body", url_decoded if form else None)
 
 
+def card_in_target_urls(exchange: Exchange) -> str | None:
+    """Where a URL the client named (X-Target-URL, X-Failover-URL) holds a card number.
+
+    Its path and query are sent upstream as they are: a card there would
+    leave as surely as one in the request's own query string.
+    """
+    policy = exchange.policy
+    named = [("X-Target-URL", policy.target_url)] if policy.target_url else []
+    named += [("X-Failover-URL", url) for url in policy.failover_urls]
+    for header, url in named:
+        found = card_in(text_bytes(url), f"{header}", url_decoded)
+        if found is not None:
+            return found
+    return None
+
+
 def card_location(exchange: Exchange) -> str | None:
-    """Where the request's path, query or body carries a card number, or None."""
-    return card_in_path(exchange) or card_in_payload(exchange)
+    """Where the request's path, query, body or target URLs carry a card number, or None."""
+    return card_in_path(exchange) or card_in_payload(exchange) or card_in_target_urls(exchange)
 
 
 def card_in_headers(exchange: Exchange) -> str | None:

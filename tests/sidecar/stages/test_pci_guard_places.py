@@ -148,3 +148,17 @@ async def test_a_refused_job_is_not_stored_and_its_clean_twin_is() -> None:
 def test_a_card_number_in_the_clients_request_id_is_masked(given: str, kept: str) -> None:
     # The id is kept in records and events and echoed back (sidecar/gate.py).
     assert request_id_of({"x-request-id": given}) == kept
+
+
+@pytest.mark.parametrize(
+    ("header", "url"),
+    [
+        ("x-target-url", f"https://upstream.test/v1/cards/{CARD}"),
+        ("x-target-url", "https://upstream.test/v1/charge?pan=4111%201111%201111%201111"),
+        ("x-failover-url", f"https://backup.test/x,https://backup2.test/cards/{CARD}"),
+    ],
+)
+async def test_a_card_in_a_url_the_client_names_is_refused(header: str, url: str) -> None:
+    headers = [(header, url)] if header == "x-target-url" else [TARGET, (header, url)]
+    message = await refused(exchange("/", *headers))
+    assert ("X-Target-URL" if header == "x-target-url" else "X-Failover-URL") in message
