@@ -31,6 +31,7 @@ from sidecar.errors import (
 )
 from sidecar.events import BREAKER, JOB, Event, EventLog
 from sidecar.exchange import Exchange, Response, new_request_id
+from sidecar.fleet import FleetService
 from sidecar.gate import LOCAL_CLIENT, Gate, read_request
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
@@ -168,12 +169,24 @@ class Sidecar:
             queue_depth=self.job_depth, breaker_states=lambda: self.breaker_states
         )
         self.events.listen(self._on_event)
-        #: Told of every proxied request's outcome: events, records, stats, metrics.
+        # Heartbeats and change notices, in the background (SPEC §11).
+        self.fleet = FleetService(
+            self.store,
+            {"routes": self.routes, client_keys.KIND: self.keys, secrets.KIND: self.secrets},
+            listen=f"unix:{settings.unix}" if settings.unix else f"http://{settings.listen}",
+            data_dir=settings.data_dir,
+            started_at=self.started_at,
+            jobs_leased=lambda: self.jobs.leased,
+            clock=clock,
+        )
+        #: Told of every proxied request's outcome: events, records, stats,
+        #: metrics, the fleet's request count.
         self.observers: list[Observer] = [
             self.events,
             StatsCounter(self.store, clock),
             self.metrics,
             Recorder(self.store, settings.record_bodies),
+            self.fleet,
         ]
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:

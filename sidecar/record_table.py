@@ -10,6 +10,11 @@ reloads the kind only when the version changed, so a change is seen within
 
     start()  -> load, then poll in the background until stop()
     get(name) / names() / all()  -> the snapshot, never the store
+    refresh()  -> reload now if the version moved (a change notice, SPEC §11)
+    recheck(name)  -> get(name), after one look at the store when it is not
+                      there (at most once per RECHECK_EVERY, shared by callers)
+    version  -> the store's version of the snapshot, for the heartbeat
+    on_change(callback)  -> called after each reload that changed the version
 
 Store trouble never reaches a request: while the store does not answer the
 table keeps serving its last good snapshot (logged once, and once more when
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
@@ -31,6 +37,10 @@ from sidecar.store.records import NamedRecordStore
 T = TypeVar("T")
 #: Turns a stored record (its name, its data) into its value; raises on bad data.
 Decoder = Callable[[str, bytes], T]
+
+#: A name the snapshot lacks is looked up in the store at most this often
+#: (real seconds, per table): a flood of bad names is not a flood of reads.
+RECHECK_EVERY = 0.1
 
 #: What a stored record that did not write itself can raise while decoding.
 _UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
@@ -69,6 +79,41 @@ class RecordTable(Generic[T]):
         self._refreshing = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._changed: list[Callable[[], None]] = []
+        #: The last re-check for an unknown name, shared by the callers it serves.
+        self._recheck: asyncio.Future[None] | None = None
+        self._next_recheck = 0.0
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    @property
+    def version(self) -> int | None:
+        """The store's version of the snapshot; None until the first load."""
+        return self._version
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every reload that took a new version."""
+        self._changed.append(callback)
+
+    async def recheck(self, name: str) -> T | None:
+        """`get(name)`, after one look at the store when the snapshot lacks it.
+
+        A record added a moment ago must not be refused for the poll it has
+        not had yet. Callers within RECHECK_EVERY of the last look share it
+        (or its result) rather than each reading the store; never raises.
+        """
+        found = self._records.get(name)
+        if found is not None:
+            return found
+        now = time.monotonic()
+        if self._recheck is None or (self._recheck.done() and now >= self._next_recheck):
+            self._next_recheck = now + RECHECK_EVERY
+            self._recheck = asyncio.ensure_future(self._refresh_safely())
+        # Shielded: one caller going away must not cancel the others' look.
+        await asyncio.shield(self._recheck)
+        return self._records.get(name)
 
     def get(self, name: str) -> T | None:
         """The record called `name` in the last snapshot, or None."""
@@ -97,6 +142,8 @@ class RecordTable(Generic[T]):
             self._store_answered()
             self._records = decode_all(self._kind, encoded, self._decode)
             self._version = version
+        for callback in self._changed:
+            callback()
 
     async def start(self) -> None:
         """Load the routes, then poll every `interval` seconds until `stop`; never raises."""

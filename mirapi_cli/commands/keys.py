@@ -2,11 +2,14 @@
 
     create [--name N] [--json]   make a key and print it, this once only
     list [--json]                every key: id, name, creation time (never a key)
-    revoke ID                    delete a key; sidecars refuse it within a poll
+    revoke ID                    delete a key; every sidecar refuses it when this returns
 
 Keys live in the store, not in a running sidecar, like routes: each command
 opens the store the sidecar uses (the data dir's SQLite, or Redis with
-`--redis`), and running sidecars see the change within about a second.
+`--redis`), and returns once every live sidecar sharing it runs the change
+(SPEC §11, mirapi_cli/propagation.py): a revoked key is never served after
+`revoke` has returned, on a sidecar that acknowledged (one that did not is
+named).
 Only the SHA-256 hash of a key is stored (`sidecar.client_keys`), so a lost
 key cannot be shown again: revoke it and create another.
 """
@@ -22,6 +25,7 @@ import typer
 
 from mirapi_cli.errors import CliError
 from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption
+from mirapi_cli.propagation import change
 from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
@@ -56,7 +60,7 @@ def create(
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it; it is shown this once only."""
-    from mirapi_cli import output
+    from mirapi_cli import output, propagation
     from sidecar import client_keys
 
     try:
@@ -73,12 +77,16 @@ def create(
                 return record, text
         return None
 
-    made = with_store(data_dir, config, redis, put)
+    made, in_force = change(
+        data_dir, config, redis, [client_keys.KIND], put, changed=lambda made: made is not None
+    )
     if made is None:
         raise CliError("could not find an unused key id; try again")
     record, text = made
+    propagation.warn(in_force)
     if as_json:
-        output.print_json({"id": record.id, "key": text, "name": record.name})
+        data = {"id": record.id, "key": text, "name": record.name}
+        output.print_json(data | propagation.as_json(in_force))
         return
     label = "" if record.name is None else f" ({record.name})"
     output.say(f"client key {record.id}{label} created:")
@@ -88,6 +96,8 @@ def create(
         "Copy it now: it cannot be shown again (only its SHA-256 hash is stored)."
         f" Apps send it as {client_keys.HEADER}."
     )
+    if in_force is not None:
+        output.say(f"The key is {in_force.summary()}.")
 
 
 @app.command("list")
@@ -124,12 +134,13 @@ def revoke(
     key_id: Annotated[
         str, typer.Argument(metavar="ID", help="The key's id, as `mirapi keys list` shows it.")
     ],
+    as_json: JsonOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Revoke a key: sidecars refuse it within about a second."""
-    from mirapi_cli import output
+    """Revoke a key: every sidecar refuses it once this returns."""
+    from mirapi_cli import output, propagation
     from sidecar import client_keys
 
     if key_id.startswith(client_keys.PREFIX):
@@ -146,10 +157,17 @@ def revoke(
         _, left = await store.records_load(client_keys.KIND)
         return deleted, len(left)
 
-    deleted, left = with_store(data_dir, config, redis, delete)
+    (deleted, left), in_force = change(
+        data_dir, config, redis, [client_keys.KIND], delete, changed=lambda done: done[0]
+    )
     if not deleted:
         raise CliError(f"no client key with id {key_id!r}")
-    output.say(f"client key {key_id} revoked; running sidecars refuse it within about a second")
+    propagation.warn(in_force)
+    if as_json:
+        data = {"id": key_id, "revoked": True, "keys_left": left}
+        output.print_json(data | propagation.as_json(in_force))
+        return
+    output.say(f"client key {key_id} revoked" + propagation.report(in_force))
     if left == 0:
         output.note("no client keys left: sidecars serve loopback clients only, without a key")
 

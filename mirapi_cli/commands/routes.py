@@ -9,8 +9,9 @@
 
 Routes live in the store, not in a running sidecar: each command opens the
 store the sidecar uses (the data dir's SQLite, or Redis with `--redis`),
-so it works whether or not one runs, and running sidecars pick the change
-up by themselves. A definition is validated whole before anything is
+so it works whether or not one runs. A change is in force on every live
+sidecar sharing the store when the command returns (SPEC §11,
+mirapi_cli/propagation.py), which it says. A definition is validated whole before anything is
 written (`sidecar.routes.parse_route`); a bad one writes nothing.
 """
 
@@ -25,6 +26,7 @@ import typer
 
 from mirapi_cli.errors import CliError
 from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption
+from mirapi_cli.propagation import change
 from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
@@ -122,12 +124,13 @@ def add(
         typer.Option(metavar="N/PER", help="Per client on this route, e.g. 100/min (429 past it)."),
     ] = None,
     replace: ReplaceOption = False,
+    as_json: JsonOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Add a route (or replace one with --replace)."""
-    from mirapi_cli import output
+    """Add a route (or replace one with --replace); in force on every sidecar when it returns."""
+    from mirapi_cli import output, propagation
     from sidecar import routes
 
     try:
@@ -156,10 +159,17 @@ def add(
     async def put(store: Store) -> bool:
         return await store.record_put("routes", route.name, routes.encode(route), replace)
 
-    if not with_store(data_dir, config, redis, put):
+    saved, in_force = change(data_dir, config, redis, ["routes"], put)
+    if not saved:
         raise CliError(f"a route named {name!r} exists already (use --replace to overwrite it)")
+    propagation.warn(in_force)
+    if as_json:
+        data = {"route": name, "strategy": route.strategy, "endpoints": len(route.endpoints)}
+        output.print_json(data | propagation.as_json(in_force))
+        return
     output.say(
         f"route {name!r} saved: {route.strategy}, {_count(len(route.endpoints), 'endpoint')}"
+        + propagation.report(in_force)
     )
 
 
@@ -209,19 +219,25 @@ def show(
 @app.command()
 def rm(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The route to remove.")],
+    as_json: JsonOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Remove a route."""
-    from mirapi_cli import output
+    """Remove a route; every sidecar answers 404 for it when this returns."""
+    from mirapi_cli import output, propagation
 
     async def delete(store: Store) -> bool:
         return await store.record_delete("routes", name)
 
-    if not with_store(data_dir, config, redis, delete):
+    removed, in_force = change(data_dir, config, redis, ["routes"], delete)
+    if not removed:
         raise CliError(f"no route named {name!r}")
-    output.say(f"route {name!r} removed")
+    propagation.warn(in_force)
+    if as_json:
+        output.print_json({"route": name, "removed": True} | propagation.as_json(in_force))
+        return
+    output.say(f"route {name!r} removed" + propagation.report(in_force))
 
 
 @app.command("import")
@@ -230,12 +246,13 @@ def import_routes(
         str, typer.Argument(metavar="FILE", help="TOML with [routes.NAME] tables; - for stdin.")
     ],
     replace: ReplaceOption = False,
+    as_json: JsonOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import routes from TOML: every route is checked first; a bad one imports none."""
-    from mirapi_cli import output
+    from mirapi_cli import output, propagation
     from sidecar import routes
 
     try:
@@ -243,11 +260,21 @@ def import_routes(
     except routes.RouteError as error:
         raise CliError(f"{_source(file)}: {error.message}") from None
     if not incoming:
+        if as_json:
+            output.print_json({"imported": []})
+            return
         output.say(f"{_source(file)} defines no routes; nothing imported")
         return
-    written = with_store(data_dir, config, redis, lambda store: _put_all(store, incoming, replace))
+    written, in_force = change(
+        data_dir, config, redis, ["routes"], lambda store: _put_all(store, incoming, replace)
+    )
+    propagation.warn(in_force)
+    if as_json:
+        imported = [route.name for route in written]
+        output.print_json({"imported": imported} | propagation.as_json(in_force))
+        return
     names = ", ".join(route.name for route in written)
-    output.say(f"imported {_count(len(written), 'route')}: {names}")
+    output.say(f"imported {_count(len(written), 'route')}: {names}" + propagation.report(in_force))
 
 
 @app.command()

@@ -13,7 +13,9 @@ being repeated. One install has one passphrase: once a secret exists, a
 passphrase that does not decrypt it is refused.
 
 Secrets live in the store like routes (kind "secrets"); each command opens
-the store the sidecar uses, and running sidecars see changes within a poll.
+the store the sidecar uses, and a change is in force on every live sidecar
+sharing it when the command returns (SPEC §11): a removed secret is never
+injected after `rm` has returned, by a sidecar that acknowledged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import typer
 
 from mirapi_cli.errors import CliError, ExitCode
 from mirapi_cli.options import ConfigOption, DataDirOption, JsonOption
+from mirapi_cli.propagation import change
 from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
@@ -82,12 +85,13 @@ def add(
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a secret of that name.")] = (
         False
     ),
+    as_json: JsonOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Store a secret; its value is read from stdin (a hidden prompt on a terminal)."""
-    from mirapi_cli import output
+    from mirapi_cli import output, propagation
     from mirapi_cli.passphrase import check_new_passphrase, read_passphrase, read_value
     from sidecar import secrets
     from sidecar.vault import Vault
@@ -116,10 +120,19 @@ def add(
     async def put(store: Store) -> bool:
         return await store.record_put(secrets.KIND, name, secrets.encode(made), replace)
 
-    if not with_store(data_dir, config, redis, put):
+    saved, in_force = change(data_dir, config, redis, [secrets.KIND], put)
+    if not saved:
         raise CliError(f"a secret named {name!r} exists already (use --replace to overwrite it)")
+    propagation.warn(in_force)
+    if as_json:
+        data = {"secret": name, "host": made.host, "header": made.header}
+        output.print_json(data | propagation.as_json(in_force))
+        return
     shown = made.format.replace("{}", "<secret>")
-    output.say(f"secret {name!r} saved: sent to {made.host} as {made.header}: {shown}")
+    output.say(
+        f"secret {name!r} saved: sent to {made.host} as {made.header}: {shown}"
+        + propagation.report(in_force)
+    )
 
 
 @app.command("list")
@@ -152,20 +165,26 @@ def list_secrets(
 @app.command()
 def rm(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The secret to remove.")],
+    as_json: JsonOption = False,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Remove a secret."""
-    from mirapi_cli import output
+    """Remove a secret; no sidecar injects it once this returns."""
+    from mirapi_cli import output, propagation
     from sidecar import secrets
 
     async def delete(store: Store) -> bool:
         return await store.record_delete(secrets.KIND, name)
 
-    if not with_store(data_dir, config, redis, delete):
+    removed, in_force = change(data_dir, config, redis, [secrets.KIND], delete)
+    if not removed:
         raise CliError(f"no secret named {name!r}")
-    output.say(f"secret {name!r} removed")
+    propagation.warn(in_force)
+    if as_json:
+        output.print_json({"secret": name, "removed": True} | propagation.as_json(in_force))
+        return
+    output.say(f"secret {name!r} removed" + propagation.report(in_force))
 
 
 @app.command(context_settings=TAKES_EXTRA)
@@ -202,7 +221,7 @@ def rotate_passphrase(
     config: ConfigOption = None,
 ) -> None:
     """Re-encrypt every stored secret under a new passphrase ($MIRAPI_NEW_MASTER_KEY or asked)."""
-    from mirapi_cli import output
+    from mirapi_cli import output, propagation
     from mirapi_cli.passphrase import NEW_MASTER_KEY_ENV, check_new_passphrase, read_passphrase
     from sidecar import secrets
     from sidecar.vault import BadToken, Vault, WrongPassphrase
@@ -240,7 +259,10 @@ def rotate_passphrase(
         _, now = await store.records_load(secrets.KIND)
         return sorted(set(now) - set(rotated))
 
-    added_meanwhile = with_store(data_dir, config, redis, write)
+    added_meanwhile, in_force = change(
+        data_dir, config, redis, [secrets.KIND], write, changed=lambda _: True
+    )
+    propagation.warn(in_force)
     for name in added_meanwhile:
         output.note(
             f"mirapi: warning: secret {name!r} was added during the rotation and still uses"
@@ -251,6 +273,8 @@ def rotate_passphrase(
         " and make X-Identity-Key tokens again with `mirapi secrets encrypt`:"
         " both used the old passphrase."
     )
+    if in_force is not None:
+        output.say(f"The re-encrypted secrets are {in_force.summary()}.")
 
 
 # -- shared with `mirapi sidecar start --unlock` ------------------------------------

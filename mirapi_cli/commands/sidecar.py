@@ -4,6 +4,7 @@
     stop                  SIGTERM, a grace period, then SIGKILL; idempotent
     status [--json]       exit 0 when running, 3 when not (LSB)
     logs [-f] [-n N]      the detached sidecar's log file
+    list [--json]         every sidecar on this store, from their heartbeats (SPEC §11)
     install-service       a systemd user unit / launchd agent (mirapi_cli/service.py)
 
 Only argument parsing and rendering live here; the process work is in
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -248,6 +250,72 @@ def logs(
     if not path.exists():
         raise CliError(f"no log yet at {path} (the background sidecar writes it)")
     output.write_lines(logtail.last_lines(path, lines))
+
+
+@app.command("list")
+def list_sidecars(
+    as_json: JsonOption = False,
+    redis: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="The sidecars sharing this Redis (env: MIRAPI_REDIS)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List the sidecars on this store (this data dir's, or all on Redis), live or gone."""
+    from mirapi_cli import output
+    from mirapi_cli.store_access import with_store
+    from sidecar.store.fleet import is_gone
+
+    beats = with_store(data_dir, config, redis, lambda store: store.fleet_list())
+    now = time.time()
+    rows = [
+        {"id": b.id, "state": "gone" if is_gone(b, now) else "live"}
+        | {key: value for key, value in b.as_dict().items() if key != "id"}
+        | {"started_at": _iso(b.started_at), "last_seen": _iso(b.last_seen)}
+        for b in beats
+    ]
+
+    def human() -> RenderableType | str:
+        if not rows:
+            return "no sidecar has run on this store in the last hour"
+        return output.table(
+            ("ID", "State", "Listen", "Host", "PID", "Version", "Requests", "Jobs", "Last seen"),
+            (
+                (
+                    r["id"],
+                    r["state"],
+                    r["listen"],
+                    r["host"],
+                    r["pid"],
+                    r["version"],
+                    r["requests"],
+                    r["jobs_leased"],
+                    _ago(now - b.last_seen),
+                )
+                for r, b in zip(rows, beats, strict=True)
+            ),
+            ids=("ID", "Listen"),
+            optional=("Version", "Jobs", "Requests", "Host", "Last seen"),
+        )
+
+    output.listing(rows, as_json=as_json, human=human)
+
+
+def _iso(seconds: float) -> str:
+    """Unix seconds as ISO 8601 UTC, to the second (as `keys list` shows times)."""
+    from mirapi_cli.commands.keys import _iso as iso_seconds
+
+    return iso_seconds(int(seconds))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
 
 
 @app.command("install-service")

@@ -203,6 +203,8 @@ class JobWorkers:
         self._stop = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: Jobs this sidecar has leased since it started (its heartbeat says so).
+        self.leased = 0
 
     def wake(self) -> None:
         """Tell idle workers there is work (a job was just accepted)."""
@@ -247,6 +249,7 @@ class JobWorkers:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._poll)
                 continue
+            self.leased += 1
             try:
                 await self._work(job, owner)
             except asyncio.CancelledError:

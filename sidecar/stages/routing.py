@@ -9,7 +9,10 @@ Checked in order:
    use a route by changing only its base URL.
 3. `X-Target-URL`, with `X-Failover-URL` after it.
 
-A name no route has: `404 route_not_found`. Joining follows SPEC §1 for all
+A name no route has: `404 route_not_found`, once the lookup has looked at
+the store again (a route added a moment ago is served, SPEC §11; a
+`RouteTable` limits those looks, so a flood of bad names is not a flood of
+store reads). Joining follows SPEC §1 for all
 three: the request's path (minus `/r/NAME`) and query are appended to the
 target's path; a path of `/` adds nothing.
 
@@ -34,7 +37,7 @@ In route mode:
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sidecar.errors import BadHeader, BadRequest, NoTarget, NotFound, RouteInvalid
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
@@ -52,6 +55,13 @@ class RouteLookup(Protocol):
     """Where routes are found by name (a `RouteTable`, or a dict-like in tests)."""
 
     def get(self, name: str) -> Route | None: ...
+
+
+@runtime_checkable
+class RecheckingLookup(RouteLookup, Protocol):
+    """A lookup that can look at the store again for a name it lacks (a `RouteTable`)."""
+
+    async def recheck(self, name: str) -> Route | None: ...
 
 
 class NoRoutes:
@@ -137,12 +147,13 @@ class Routing:
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
         policy = exchange.policy
         if policy.route_key is not None:
-            self._use_route(exchange, policy.route_key)
+            route = await self._find(policy.route_key)
+            self._use_route(exchange, policy.route_key, route)
             return await call_next(exchange)
         path_mode = split_path_mode(exchange.path)
         if path_mode is not None:
             name, exchange.path = path_mode
-            self._use_route(exchange, name)
+            self._use_route(exchange, name, await self._find(name))
             return await call_next(exchange)
         if policy.target_url is None:
             raise NoTarget()
@@ -153,8 +164,14 @@ class Routing:
         exchange.targets = (primary, *failover)
         return await call_next(exchange)
 
-    def _use_route(self, exchange: Exchange, name: str) -> None:
+    async def _find(self, name: str) -> Route | None:
         route = self._routes.get(name)
+        if route is None and isinstance(self._routes, RecheckingLookup):
+            # Only on a miss: the known-route path stays one dict lookup.
+            route = await self._routes.recheck(name)
+        return route
+
+    def _use_route(self, exchange: Exchange, name: str, route: Route | None) -> None:
         if route is None:
             raise NotFound(f"no route named {name!r}", code="route_not_found")
         if not route.endpoints:

@@ -45,7 +45,9 @@ async def test_create_prints_the_key_once_and_list_shows_id_name_and_time(tmp_pa
     data = tmp_path / "data"
     made = await mirapi(data, "keys", "create", "--name", "ci runner", "--json")
     created = made.json()
-    assert set(created) == {"id", "key", "name"}
+    assert set(created) == {"id", "key", "name", "sidecars"}
+    # No sidecar runs on this data dir: nothing to wait for (SPEC §11).
+    assert created["sidecars"] == {"live": 0, "acknowledged": 0, "not_acknowledged": []}
     assert KEY.fullmatch(created["key"])
     assert created["key"][3:15] == created["id"]
     assert created["name"] == "ci runner"
