@@ -33,6 +33,7 @@ from sidecar.events import BREAKER, JOB, Event, EventLog
 from sidecar.exchange import Exchange, Response, new_request_id
 from sidecar.fleet import FleetService
 from sidecar.gate import LOCAL_CLIENT, Gate, read_request
+from sidecar.headers import upstream_host
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
 from sidecar.logging import AccessLog
@@ -323,7 +324,7 @@ class Sidecar:
             time=arrived,
             method=scope["method"],
             route=exchange.route.name if exchange and exchange.route else None,
-            host=_host_of(target),
+            host=upstream_host(target),
             status=response.status,
             attempts=exchange.attempts if exchange else 0,
             rescue=exchange.rescue if exchange else None,
@@ -396,12 +397,6 @@ def _address_of_client(scope: Scope) -> str:
     """The client's IP address ("" on a unix socket), for per-address rate limits."""
     client = scope.get("client")
     return str(client[0]) if client and client[0] else ""
-
-
-def _host_of(url: str) -> str:
-    """The host[:port] of `url` only: paths and queries may hold personal data."""
-    rest = url.partition("://")[2]
-    return rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
 
 
 def _wire(text: str) -> bytes:
