@@ -18,9 +18,6 @@ plain dict arithmetic on the event loop's thread, so no lock is needed.
 
 from __future__ import annotations
 
-# Re-exported while callers move to sidecar.headers.
-from sidecar.headers import upstream_host as upstream_host
-
 DEFAULT_RATIO = 0.2
 DEFAULT_MINIMUM = 3
 
