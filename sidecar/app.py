@@ -40,7 +40,6 @@ from sidecar.logging import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.observe import Observer, Outcome
 from sidecar.pipeline import Parts, build_chain, build_job_chain
-from sidecar.policy import parse_policy
 from sidecar.record_table import RecordTable
 from sidecar.recorder import Recorder
 from sidecar.route_table import RouteTable
@@ -289,18 +288,12 @@ class Sidecar:
             first = inbound.first
             client_id = self.gate.admit(scope, first)
             body = await self.body_reader.read(receive, first.get("content-length"))
-            policy = parse_policy(first, self.settings.timeout)
-            exchange = Exchange(
-                method=inbound.method,
-                path=inbound.path,
-                query=inbound.query,
-                headers=inbound.headers,
-                body=body,
-                policy=policy,
-                request_id=request_id,
-                started=started,
+            exchange = inbound.exchange(
+                body,
+                self.settings.timeout,
                 client_id=client_id,
                 client_address=_address_of_client(scope),
+                started=started,
             )
             response = await self.chain(exchange)
         except MirApiError as error:

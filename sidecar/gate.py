@@ -50,9 +50,9 @@ from urllib.parse import quote
 from sidecar import client_keys
 from sidecar.client_keys import ClientKey
 from sidecar.errors import BadHeader, BadRequest, BadRequestFraming, HostNotAllowed, Unauthorized
-from sidecar.exchange import Headers, new_request_id
+from sidecar.exchange import Exchange, Headers, new_request_id
 from sidecar.pci import mask_text
-from sidecar.policy import is_token
+from sidecar.policy import is_token, parse_policy
 
 LOCAL_CLIENT = "local"
 KEY_HEADER = client_keys.HEADER.lower()
@@ -83,6 +83,49 @@ class Inbound:
     first: dict[str, str]
     #: The client's X-Request-ID when it may be echoed, else a new one.
     request_id: str
+
+    def exchange(
+        self,
+        body: bytes,
+        default_timeout: float,
+        *,
+        client_id: str = LOCAL_CLIENT,
+        client_address: str = "",
+        started: float | None = None,
+        on_attempt: Callable[[str, str, float], None] | None = None,
+    ) -> Exchange:
+        """The one way from a request to an `Exchange`: its headers parsed into
+        the policy (BadHeader names the first bad one), its facts attached.
+
+        The sidecar, `mirapi curl` and a job's runs all come through here, so
+        a request means the same thing whichever door it took.
+        """
+        exchange = Exchange(
+            method=self.method,
+            path=self.path,
+            query=self.query,
+            headers=self.headers,
+            body=body,
+            policy=parse_policy(self.first, default_timeout),
+            request_id=self.request_id,
+            client_id=client_id,
+            client_address=client_address,
+            on_attempt=on_attempt,
+        )
+        if started is not None:
+            exchange.started = started
+        return exchange
+
+
+def inbound(
+    method: str, path: str, query: str, headers: Headers, request_id: str | None = None
+) -> Inbound:
+    """An Inbound from parts already read (a stored job, `mirapi curl`'s decoded
+    headers); the request id is `request_id`, else the client's, else a new one."""
+    first: dict[str, str] = {}
+    for name, value in headers:
+        first.setdefault(name, value)
+    return Inbound(method, path, query, headers, first, request_id or request_id_of(first))
 
 
 def read_request(scope: Mapping[str, Any]) -> Inbound:

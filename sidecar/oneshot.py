@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.egress import Egress, OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
-from sidecar.gate import read_headers
+from sidecar.gate import inbound, read_headers
 from sidecar.pipeline import Parts, build_chain
-from sidecar.policy import parse_policy
 from sidecar.stages.routing import RouteLookup
 from sidecar.store.base import Store
 from sidecar.store.memory import MemoryStore
@@ -73,21 +72,13 @@ async def call(
         (name.encode("utf-8", "surrogateescape"), value.encode("utf-8", "surrogateescape"))
         for name, value in request.headers
     )
-    policy = parse_policy(first, request.timeout)
+    request_id = first.get("x-request-id", request.request_id)
+    arrived = inbound(request.method, request.path, request.query, lowered, request_id)
+    exchange = arrived.exchange(request.body, request.timeout, on_attempt=request.on_attempt)
     client = UpstreamClient(
         egress or OpenEgress(),
         verify_tls=request.verify_tls,
         connect_timeout=request.connect_timeout,
-    )
-    exchange = Exchange(
-        method=request.method,
-        path=request.path,
-        query=request.query,
-        headers=lowered,
-        body=request.body,
-        policy=policy,
-        request_id=first.get("x-request-id", request.request_id),
-        on_attempt=request.on_attempt,
     )
     parts = Parts(
         store=store or MemoryStore(clock),

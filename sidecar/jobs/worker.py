@@ -60,9 +60,9 @@ from sidecar.errors import (
 )
 from sidecar.events import JOB, Event, EventLog
 from sidecar.exchange import Exchange, Next, new_request_id
+from sidecar.gate import inbound
 from sidecar.headers import IDEMPOTENT_METHODS, upstream_host
 from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobOutcome, JobRequest
-from sidecar.policy import parse_policy
 from sidecar.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -122,19 +122,8 @@ def is_retryable(status: int) -> bool:
 def job_exchange(request: JobRequest, idempotency_key: str, default_timeout: float) -> Exchange:
     """The stored request as an Exchange, policy parsed again from its headers."""
     headers = [(n, v) for n, v in request.headers if n not in _WEBHOOK_HEADERS]
-    first: dict[str, str] = {}
-    for name, value in headers:
-        first.setdefault(name, value)
-    exchange = Exchange(
-        method=request.method,
-        path=request.path,
-        query=request.query,
-        headers=headers,
-        body=request.body,
-        policy=parse_policy(first, default_timeout),
-        request_id=first.get("x-request-id") or new_request_id(),
-        client_id=request.client_id,
-    )
+    arrived = inbound(request.method, request.path, request.query, headers)
+    exchange = arrived.exchange(request.body, default_timeout, client_id=request.client_id)
     if request.method not in IDEMPOTENT_METHODS:
         exchange.idempotency_key = idempotency_key
     return exchange
