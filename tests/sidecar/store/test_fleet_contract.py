@@ -55,9 +55,7 @@ async def test_the_next_heartbeat_replaces_the_last(store: Store, fake: FakeCloc
     assert (await store.fleet_list())[0] == later
 
 
-async def test_a_heartbeat_is_listed_until_its_keep_runs_out(
-    store: Store, fake: FakeClock
-) -> None:
+async def test_a_heartbeat_is_listed_until_its_keep_runs_out(store: Store, fake: FakeClock) -> None:
     await store.fleet_put(beat("old", fake.t), 60)
     fake.advance(59)
     await store.fleet_put(beat("new", fake.t), 60)
