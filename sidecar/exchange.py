@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sidecar.policy import RequestPolicy
-from sidecar.routes import Route
+from sidecar.routes import PATH_MODE_PREFIX, Route
 
 Headers = list[tuple[str, str]]
 
@@ -118,6 +118,16 @@ class Exchange:
         """The timeout of one attempt at the target under way."""
         timeout = self.options.timeout
         return self.policy.timeout if timeout is None else timeout
+
+    def received_path(self) -> str:
+        """The path as the client sent it: path mode's `/r/NAME` put back.
+
+        Routing strips `/r/NAME` in path mode; a job's run goes through
+        Routing again and must see it, and the PCI guard scans what was sent.
+        """
+        if self.route is not None and self.policy.route_key is None:
+            return f"{PATH_MODE_PREFIX}{self.route.name}{self.path}"
+        return self.path
 
     def fallback_rescue(self) -> str:
         """`X-Rescued` for an answer from a later target: a route's, or X-Failover-URL's."""

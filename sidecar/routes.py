@@ -159,6 +159,8 @@ def decode(data: bytes) -> Route:
 
 # -- validation ----------------------------------------------------------------
 
+#: Path mode (SPEC §1): `/r/NAME/<rest>` names a stored route.
+PATH_MODE_PREFIX = "/r/"
 #: Route and secret names: safe in a URL path (/r/NAME/), a Redis key and a shell.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: A race sends the request to every endpoint at once; keep that bounded.

@@ -38,7 +38,6 @@ from sidecar.egress import Egress
 from sidecar.errors import BadHeader, UpstreamUnreachable
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.jobs.model import Job, JobRequest
-from sidecar.stages.routing import PATH_MODE_PREFIX
 from sidecar.store.base import Store
 from sidecar.upstream import check_sendable
 
@@ -59,25 +58,13 @@ def new_job_id() -> str:
     return "job_" + secrets.token_hex(12)
 
 
-def received_path(exchange: Exchange) -> str:
-    """The path as the client sent it: path mode's `/r/NAME` put back.
-
-    Routing (which runs before this stage) strips `/r/NAME` in path mode;
-    the job's run goes through Routing again and must see it.
-    """
-    route = exchange.route
-    if route is not None and exchange.policy.route_key is None:
-        return f"{PATH_MODE_PREFIX}{route.name}{exchange.path}"
-    return exchange.path
-
-
 def new_job(exchange: Exchange, callback_url: str, now: float) -> Job:
     """The job for `exchange`, due at once."""
     job_id = new_job_id()
     policy = exchange.policy
     request = JobRequest(
         method=exchange.method,
-        path=received_path(exchange),
+        path=exchange.received_path(),
         query=exchange.query,
         headers=tuple((n, v) for n, v in exchange.headers if n not in _NOT_STORED),
         body=exchange.body,

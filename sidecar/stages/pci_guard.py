@@ -41,7 +41,6 @@ from sidecar.pci import (
     text_bytes,
     url_decoded,
 )
-from sidecar.stages.async_jobs import received_path
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
@@ -79,7 +78,7 @@ def card_in(data: bytes, place: str, decode: Decode) -> str | None:
 def card_in_path(exchange: Exchange) -> str | None:
     """Where in the path as received a card number is, or None."""
     # In a path a `+` is a plus (`/v1/lookup/+4915112345678`), only `%XX` is decoded.
-    return card_in(text_bytes(received_path(exchange)), "the path", percent_decoded)
+    return card_in(text_bytes(exchange.received_path()), "the path", percent_decoded)
 
 
 def card_in_payload(exchange: Exchange) -> str | None:

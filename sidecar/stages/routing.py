@@ -43,9 +43,7 @@ from sidecar.errors import BadHeader, BadRequest, NoTarget, NotFound, RouteInval
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
 from sidecar.headers import endpoint_headers
 from sidecar.policy import RequestPolicy, parse_policy, url_problem
-from sidecar.routes import DEFAULT_KEYS, Route
-
-PATH_MODE_PREFIX = "/r/"
+from sidecar.routes import DEFAULT_KEYS, PATH_MODE_PREFIX, Route
 
 #: The headers a route may give defaults for, lower case.
 DEFAULTABLE = frozenset(header.lower() for header in DEFAULT_KEYS.values())
