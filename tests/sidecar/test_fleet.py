@@ -189,8 +189,10 @@ async def test_a_notice_reloads_its_kind_and_beats_at_once(
 
         # The listener subscribes in the background: notify until it is heard.
         async with asyncio.timeout(5):
-            while not await store.fleet_notify("routes"):
+            heard = 0
+            while not heard:
                 await asyncio.sleep(0.01)
+                heard = await store.fleet_notify("routes")
             beat = await beats.get()
     finally:
         await fleet.stop()
