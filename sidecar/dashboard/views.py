@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 from quart import Blueprint, Response, render_template, request, send_from_directory
 
-from sidecar.dashboard import feeds
+import sidecar.dashboard.feeds as feeds
 from sidecar.dashboard.access import (
     COMMON_HEADERS,
     CONTENT_SECURITY_POLICY,
