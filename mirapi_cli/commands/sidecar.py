@@ -278,7 +278,7 @@ def list_sidecars(
 
     def human() -> RenderableType | str:
         if not rows:
-            return "no sidecar has run on this store in the last hour"
+            return "no sidecar on this store (none has sent a heartbeat in the last hour)"
         return output.table(
             ("ID", "State", "Listen", "Host", "PID", "Version", "Requests", "Jobs", "Last seen"),
             (
@@ -296,7 +296,7 @@ def list_sidecars(
                 for r, b in zip(rows, beats, strict=True)
             ),
             ids=("ID", "Listen"),
-            optional=("Version", "Jobs", "Requests", "Host", "Last seen"),
+            optional=("Version", "Jobs", "Requests", "Host", "PID", "Last seen"),
         )
 
     output.listing(rows, as_json=as_json, human=human)
