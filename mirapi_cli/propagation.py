@@ -79,6 +79,11 @@ class InForce:
             return f"in force on {_count(taken, 'sidecar')}"
         return f"in force on {taken} of {_count(live, 'sidecar')}"
 
+    def sentence(self) -> str:
+        """The summary as a line of its own: `In force on 3 sidecars.`"""
+        said = self.summary()
+        return f"{said[0].upper()}{said[1:]}."
+
     def warnings(self) -> list[str]:
         """What stderr must say about sidecars that did not take the change."""
         if self.unknown is not None:

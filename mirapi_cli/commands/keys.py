@@ -97,7 +97,7 @@ def create(
         f" Apps send it as {client_keys.HEADER}."
     )
     if in_force is not None:
-        output.say(f"The key is {in_force.summary()}.")
+        output.say(in_force.sentence())
 
 
 @app.command("list")

@@ -274,7 +274,7 @@ def rotate_passphrase(
         " both used the old passphrase."
     )
     if in_force is not None:
-        output.say(f"The re-encrypted secrets are {in_force.summary()}.")
+        output.say(in_force.sentence())
 
 
 # -- shared with `mirapi sidecar start --unlock` ------------------------------------
