@@ -38,7 +38,7 @@ from sidecar.egress import Egress
 from sidecar.errors import BadHeader, UpstreamUnreachable
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.jobs.model import Job, JobRequest
-from sidecar.store.base import Store
+from sidecar.store.jobs import JobStore
 from sidecar.upstream import check_sendable
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class AsyncJobs:
 
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         clock: Clock,
         egress: Egress,
         wake: Callable[[], None] | None = None,
