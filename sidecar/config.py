@@ -280,6 +280,8 @@ class Settings:
     read_timeout: float = _key(30.0, _seconds(zero_ok=False))  # slow clients
     cache_max_bytes: int = _key(64 * _MIB, _size(zero_ok=True))  # 0: cache nothing
     rate_limit: str | None = _key(None, _rate)
+    # Each lookup cache (parsed URLs, Host checks, header names): bytes, 0: none.
+    lookup_cache_max_bytes: int = _key(_MIB, _size(zero_ok=True))
 
 
 _PARSERS: dict[str, _Parser[Any]] = {

@@ -39,7 +39,6 @@ a credential:
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from sidecar import client_keys
+from sidecar import bounded, client_keys
 from sidecar.client_keys import ClientKey
 from sidecar.errors import BadHeader, BadRequest, BadRequestFraming, HostNotAllowed, Unauthorized
 from sidecar.exchange import Exchange, Headers, new_request_id
@@ -168,7 +167,7 @@ def read_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, dict[str,
     return headers, first
 
 
-@functools.lru_cache(maxsize=1024)
+@bounded.memoize(bounded.text_cost(2))
 def _header_name(raw: bytes) -> str | None:
     # Clients send the same few names over and over: checked once each.
     return raw.decode("ascii").lower() if _TOKEN.fullmatch(raw) else None
@@ -246,8 +245,8 @@ def is_loopback_client(client: Any) -> bool:
 
 
 # Every request asks about the same few addresses and hosts: remember the
-# answers rather than parse an address per request (bounded).
-@functools.lru_cache(maxsize=4096)
+# answers rather than parse an address per request (bounded by bytes).
+@bounded.memoize(bounded.text_cost(1))
 def _is_loopback_address(text: str) -> bool:
     try:
         address = ipaddress.ip_address(text)
@@ -271,10 +270,19 @@ class Gate:
         self._keys = keys
         self._server_names = tuple(server_names)
         self._check_host = check_host
-        self._host_allowed = functools.lru_cache(maxsize=4096)(self._allows_host)
+        # Host is the client's to choose: kept within bytes, not only a count.
+        self._hosts: bounded.ByteCache[str, bool] = bounded.ByteCache(
+            bounded.budget(), bounded.text_cost(1)
+        )
 
-    def _allows_host(self, host: str | None) -> bool:
-        return host_allowed(host, self._server_names)
+    def _host_allowed(self, host: str | None) -> bool:
+        if host is None:
+            return host_allowed(None, self._server_names)
+        allowed = self._hosts.get(host)
+        if allowed is None:
+            allowed = host_allowed(host, self._server_names)
+            self._hosts.put(host, allowed)
+        return allowed
 
     def admit(self, scope: Mapping[str, Any], first: Mapping[str, str], *, key: bool = True) -> str:
         """The client id of a request that may go on; raises the refusal otherwise.

@@ -7,12 +7,12 @@ wrong and nothing is silently ignored (SPEC §2).
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sidecar import bounded
 from sidecar.durations import parse_duration
 from sidecar.errors import BadHeader
 
@@ -129,7 +129,7 @@ _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
-@functools.lru_cache(maxsize=1024)
+@bounded.memoize(bounded.text_cost(1))
 def url_problem(url: str) -> str | None:
     """Why `url` is no usable absolute http(s) target URL, or None when it is.
 

@@ -31,7 +31,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.utils import LifespanFailureError
 
-from sidecar import __version__
+from sidecar import __version__, bounded, memory
 from sidecar.app import create_app
 from sidecar.config import Settings
 from sidecar.state import (
@@ -59,6 +59,9 @@ def run(settings: Settings, app: ASGIApp | None = None, *, master_key: str | Non
     `master_key` is the secrets' passphrase of `mirapi sidecar start --unlock`:
     handed to the app in memory, never logged or written.
     """
+    memory.tune_malloc()  # before any thread: see sidecar/memory.py
+    memory.install_from_env()
+    bounded.configure(settings.lookup_cache_max_bytes)
     try:
         claim = claim_data_dir(settings.data_dir)
     except DataDirBusy as error:

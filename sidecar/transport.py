@@ -18,6 +18,8 @@ import aiohttp
 import httpx
 import yarl
 
+from sidecar import bounded
+
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
 _CHUNK = 64 * 1024
 #: A fixed-length body up to this size is read inside the attempt: it is
@@ -33,7 +35,8 @@ def _client_timeout(seconds: float, connect: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
 
 
-@lru_cache(maxsize=1024)
+# A yarl URL holds its text about three times over (parts, caches).
+@bounded.memoize(bounded.text_cost(4))
 def _yarl_url(url: str) -> yarl.URL:
     return yarl.URL(url, encoded=True)
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httpx
 
+from sidecar import bounded
 from sidecar.egress import Egress, VettedResolver
 from sidecar.errors import BadRequest, UpstreamFailure
 from sidecar.exchange import Headers, Response
@@ -137,18 +138,9 @@ class UpstreamClient:
 #: Parsed target URLs: httpx's pure-Python URL parser was ~5% of a request's
 #: CPU, and an app calls the same few URLs over and over. Bounded, since
 #: URLs come from requests.
-_URL_CACHE: dict[str, httpx.URL] = {}
-_URL_CACHE_SIZE = 1024
-
-
+@bounded.memoize(bounded.text_cost(4))  # an httpx.URL keeps its parts and the text
 def _parsed_url(url: str) -> httpx.URL:
-    parsed = _URL_CACHE.get(url)
-    if parsed is None:
-        parsed = httpx.URL(url)
-        if len(_URL_CACHE) >= _URL_CACHE_SIZE:
-            _URL_CACHE.pop(next(iter(_URL_CACHE)))
-        _URL_CACHE[url] = parsed
-    return parsed
+    return httpx.URL(url)
 
 
 #: Bytes no header may carry upstream: a CR or LF would split it (aiohttp refuses).

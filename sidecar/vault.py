@@ -43,9 +43,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 # The one module that encrypts secrets (see pyproject's banned-api note).
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from sidecar.errors import VaultBusy
 
 PREFIX = "mirapi:v1:"
@@ -142,6 +139,10 @@ def join_token(salt: bytes, nonce: bytes, sealed: bytes) -> str:
 
 def seal(key: bytes, salt: bytes, plaintext: str, name: str) -> str:
     """Encrypt `plaintext` under `key` (derived from a passphrase and `salt`)."""
+    # cryptography (OpenSSL, ~8 MB resident) is loaded on the first secret
+    # used, not by every sidecar that has none (issue 20).
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = os.urandom(NONCE_BYTES)
     sealed = AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), associated_data(name))
     return join_token(salt, nonce, sealed)
@@ -149,6 +150,9 @@ def seal(key: bytes, salt: bytes, plaintext: str, name: str) -> str:
 
 def unseal(key: bytes, nonce: bytes, sealed: bytes, name: str) -> str:
     """Decrypt and authenticate; WrongPassphrase when the tag does not verify."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # see `seal`
+
     try:
         plaintext = AESGCM(key).decrypt(nonce, sealed, associated_data(name))
     except InvalidTag:

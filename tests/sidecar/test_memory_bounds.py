@@ -1,0 +1,112 @@
+"""Issue 20: every lookup cache stops growing at its byte bound, and the sidecar's
+entry does not load what it does not use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from sidecar import bounded, config, gate, memory, policy, transport, upstream
+
+
+@pytest.fixture(autouse=True)
+def default_budget() -> Iterator[None]:
+    bounded.configure(bounded.DEFAULT_MAX_BYTES)
+    yield
+    bounded.configure(bounded.DEFAULT_MAX_BYTES)
+
+
+def test_a_byte_cache_stops_at_its_byte_bound_and_keeps_the_newest() -> None:
+    cache: bounded.ByteCache[str, int] = bounded.ByteCache(10_000, bounded.text_cost(1))
+    for n in range(5_000):
+        cache.put(f"key-{n:06d}", n)
+        assert cache.nbytes <= 10_000
+    assert cache.get("key-004999") == 4999
+    assert cache.get("key-000000") is None
+    assert 0 < len(cache) <= 10_000 // bounded.ENTRY_OVERHEAD
+
+
+def test_one_huge_key_is_not_kept_and_flushes_nothing() -> None:
+    cache: bounded.ByteCache[str, int] = bounded.ByteCache(10_000, bounded.text_cost(1))
+    cache.put("small", 1)
+    cache.put("x" * 5_000, 2)
+    assert cache.get("x" * 5_000) is None
+    assert cache.get("small") == 1
+
+
+def test_resizing_to_zero_empties_and_caches_nothing() -> None:
+    cache: bounded.ByteCache[str, int] = bounded.ByteCache(10_000, bounded.text_cost(1))
+    cache.put("a", 1)
+    cache.resize(0)
+    cache.put("b", 2)
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+@pytest.mark.parametrize(
+    ("function", "key"),
+    [
+        (upstream._parsed_url, lambda n: f"http://127.0.0.1:9/{'p' * 300}/{n}?q={n}"),
+        (transport._yarl_url, lambda n: f"http://127.0.0.1:9/{'p' * 300}/{n}?q={n}"),
+        (policy.url_problem, lambda n: f"http://127.0.0.1:9/{'p' * 300}/{n}"),
+        (gate._header_name, lambda n: f"x-custom-{'h' * 200}-{n}".encode()),
+        (gate._is_loopback_address, lambda n: f"127.0.{n // 256 % 256}.{n % 256}"),
+    ],
+    ids=["httpx-url", "yarl-url", "url-problem", "header-name", "client-address"],
+)
+def test_each_lookup_cache_stops_growing_at_the_configured_bytes(
+    function: object, key: object
+) -> None:
+    """A stream of distinct URLs, header names or clients: the cache holds a budget, not more."""
+    cache = function.cache  # type: ignore[attr-defined]
+    bounded.configure(64 * 1024)
+    for n in range(3_000):
+        function(key(n))  # type: ignore[operator]
+        assert cache.nbytes <= 64 * 1024
+    full = len(cache)
+    for n in range(3_000, 4_000):
+        function(key(n))  # type: ignore[operator]
+    assert len(cache) <= full + 1  # no growth past the bound
+    assert function(key(3_999)) == function(key(3_999))  # still answers the same
+
+
+def test_the_gates_host_cache_is_bounded_by_bytes() -> None:
+    door = gate.Gate(dict, ("api.example",))
+    for n in range(5_000):
+        door._host_allowed(f"{'h' * 200}-{n}.example")
+    assert door._hosts.nbytes <= bounded.DEFAULT_MAX_BYTES
+    assert door._host_allowed("api.example") is True
+    assert door._host_allowed("other.example") is False
+
+
+def test_the_budget_is_a_config_key_with_a_size_parser() -> None:
+    settings = config.load(None, {"MIRAPI_LOOKUP_CACHE_MAX_BYTES": "256KiB"}, {})
+    assert settings.lookup_cache_max_bytes == 256 * 1024
+    assert config.Settings().lookup_cache_max_bytes == bounded.DEFAULT_MAX_BYTES
+    with pytest.raises(config.ConfigError, match="MIRAPI_LOOKUP_CACHE_MAX_BYTES"):
+        config.load(None, {"MIRAPI_LOOKUP_CACHE_MAX_BYTES": "lots"}, {})
+
+
+def test_malloc_tuning_leaves_an_explicit_arena_max_alone() -> None:
+    assert memory.tune_malloc({"MALLOC_ARENA_MAX": "4"}) is False
+
+
+def test_the_memory_report_names_blocks_and_rss() -> None:
+    text = memory.report()
+    assert "allocated blocks" in text and "RSS" in text
+
+
+def test_the_sidecar_entry_loads_no_cli_redis_or_crypto() -> None:
+    """The served process imports the app and server, and nothing it does not use."""
+    code = (
+        "import sys\n"
+        "import sidecar.app, sidecar.server\n"
+        "heavy = ('rich', 'typer', 'redis', 'cryptography', 'pygments', 'tracemalloc')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules) or 'none')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "none"
