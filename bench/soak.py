@@ -42,7 +42,6 @@ from types import FrameType
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import (  # bench/ is not a package: run.py is found through sys.path
-    DEFAULT_SIDECAR_CMD,
     WRK_LUA_DONE,
     BenchError,
     http_get,
@@ -61,6 +60,11 @@ TARGET_GROWTH = 0.05
 KEYS = 8  # distinct client keys in the last phase
 PHASES = ("plain", "cache", "distinct")
 CLI = (sys.executable, "-m", "mirapi_cli.main")
+# What `mirapi sidecar start` runs detached (mirapi_cli/daemon.py): the lean entry.
+# bench/run.py's default, the CLI's `sidecar start --foreground`, also works.
+DEFAULT_SIDECAR_CMD = (
+    "{python} -m sidecar --listen 127.0.0.1:{port} --allow-private --data-dir {data_dir}"
+)
 
 # wrk Lua: every request a new path and query, the key rotating over KEYS.
 # The per-thread counter starts from the thread's own address, so two threads

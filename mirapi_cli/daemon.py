@@ -254,7 +254,9 @@ def _spawn(
     env: Mapping[str, str],
     stdin: bytes | None = None,
 ) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "mirapi_cli.main", "sidecar", "start", "--foreground"]
+    # The lean entry: the same flags as `sidecar start --foreground`, without
+    # the CLI's Typer/pydantic in a long-running process (sidecar/__main__.py).
+    command = [sys.executable, "-m", "sidecar"]
     command += [*args, "--data-dir", str(data_dir)]
     with log_path.open("ab") as log:
         # A new session: no controlling terminal, so the shell's Ctrl-C and

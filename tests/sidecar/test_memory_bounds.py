@@ -3,6 +3,7 @@ entry does not load what it does not use."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,11 +103,26 @@ def test_the_sidecar_entry_loads_no_cli_redis_or_crypto() -> None:
     """The served process imports the app and server, and nothing it does not use."""
     code = (
         "import sys\n"
-        "import sidecar.app, sidecar.server\n"
-        "heavy = ('rich', 'typer', 'redis', 'cryptography', 'pygments', 'tracemalloc')\n"
+        "import sidecar.app, sidecar.server, sidecar.__main__\n"
+        "heavy = ('rich', 'typer', 'pydantic', 'redis', 'cryptography', 'pygments',\n"
+        "         'tracemalloc')\n"
         "print(' '.join(m for m in heavy if m in sys.modules) or 'none')\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "none"
+
+
+def test_the_lean_entry_reports_a_bad_setting_in_one_line(tmp_path: object) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sidecar", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MIRAPI_LOOKUP_CACHE_MAX_BYTES": "lots"},
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("mirapi: error: MIRAPI_LOOKUP_CACHE_MAX_BYTES:")
+    assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1
