@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sidecar import paths
+from sidecar import bounded, paths
 from sidecar.durations import parse_duration, parse_size
 
 _T = TypeVar("_T")
@@ -281,7 +281,7 @@ class Settings:
     cache_max_bytes: int = _key(64 * _MIB, _size(zero_ok=True))  # 0: cache nothing
     rate_limit: str | None = _key(None, _rate)
     # Each lookup cache (parsed URLs, Host checks, header names): bytes, 0: none.
-    lookup_cache_max_bytes: int = _key(_MIB, _size(zero_ok=True))
+    lookup_cache_max_bytes: int = _key(bounded.DEFAULT_MAX_BYTES, _size(zero_ok=True))
 
 
 _PARSERS: dict[str, _Parser[Any]] = {

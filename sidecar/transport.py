@@ -36,7 +36,7 @@ def _client_timeout(seconds: float, connect: float) -> aiohttp.ClientTimeout:
 
 
 # A yarl URL holds its text about three times over (parts, caches).
-@bounded.memoize(bounded.text_cost(4))
+@bounded.memoize(bounded.text_cost(4, bounded.URL_OVERHEAD))
 def _yarl_url(url: str) -> yarl.URL:
     return yarl.URL(url, encoded=True)
 

@@ -137,8 +137,8 @@ class UpstreamClient:
 
 #: Parsed target URLs: httpx's pure-Python URL parser was ~5% of a request's
 #: CPU, and an app calls the same few URLs over and over. Bounded, since
-#: URLs come from requests.
-@bounded.memoize(bounded.text_cost(4))  # an httpx.URL keeps its parts and the text
+#: URLs come from requests: by bytes (an httpx.URL keeps its parts and the text).
+@bounded.memoize(bounded.text_cost(4, bounded.URL_OVERHEAD))
 def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
