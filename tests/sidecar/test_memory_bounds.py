@@ -126,3 +126,30 @@ def test_the_lean_entry_reports_a_bad_setting_in_one_line(tmp_path: object) -> N
     assert out.returncode == 1
     assert out.stderr.startswith("mirapi: error: MIRAPI_LOOKUP_CACHE_MAX_BYTES:")
     assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_malloc_arenas_are_capped_on_glibc() -> None:
+    if not sys.platform.startswith("linux") or memory._libc() is None:
+        pytest.skip("glibc only")
+    assert memory.tune_malloc({}) is True
+
+
+def test_sigusr2_logs_the_top_allocation_sites_when_tracing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import signal
+    import time
+    import tracemalloc
+
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        assert memory.install_from_env({}) is False
+        assert memory.install_from_env({memory.TRACE_ENV: "1"}) is True
+        with caplog.at_level("WARNING", logger="mirapi"):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.05)  # the handler runs between bytecodes, at once
+        text = caplog.text
+        assert "allocated blocks" in text and "top 25 by lineno" in text
+    finally:
+        tracemalloc.stop()
+        signal.signal(signal.SIGUSR2, previous)
