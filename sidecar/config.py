@@ -278,7 +278,9 @@ class Settings:
     server_names: tuple[str, ...] = _key((), _names)
     shutdown_grace: float = _key(10.0, _seconds(zero_ok=True))  # in-flight work on SIGTERM
     read_timeout: float = _key(30.0, _seconds(zero_ok=False))  # slow clients
-    cache_max_bytes: int = _key(64 * _MIB, _size(zero_ok=True))  # 0: cache nothing
+    # 32 MiB: with the ~60 MB idle sidecar a full cache stays under the 100 MB
+    # plateau the memory soak holds it to (bench/README.md, Memory).
+    cache_max_bytes: int = _key(32 * _MIB, _size(zero_ok=True))  # 0: cache nothing
     rate_limit: str | None = _key(None, _rate)
     # Each lookup cache (parsed URLs, Host checks, header names): bytes, 0: none.
     lookup_cache_max_bytes: int = _key(bounded.DEFAULT_MAX_BYTES, _size(zero_ok=True))

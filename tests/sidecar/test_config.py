@@ -54,7 +54,7 @@ def test_defaults() -> None:
     assert settings.server_names == ()
     assert settings.shutdown_grace == 10.0
     assert settings.read_timeout == 30.0
-    assert settings.cache_max_bytes == 64 * MIB
+    assert settings.cache_max_bytes == 32 * MIB
     assert settings.rate_limit is None
 
 
