@@ -633,11 +633,16 @@ def results(
         with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
             finished = dict(zip(order, pool.map(DocRun.run, order), strict=True))
         done = [finished[run] for run in runs]
-        yield {
+        outcomes = {
             f"{run.doc}:{line}": outcome
-            for run, outcomes in zip(runs, done, strict=True)
-            for line, outcome in outcomes.items()
+            for run, per_line in zip(runs, done, strict=True)
+            for line, outcome in per_line.items()
         }
+    except Exception as error:
+        # The run itself broke (not a block): one test says so, not every block.
+        outcomes = {RUN_FAILED: Outcome("failed", f"the docs could not be run: {error!r}")}
+    try:
+        yield outcomes
     finally:
         for server in servers:
             server.stop()
@@ -662,18 +667,34 @@ def _tested(blocks: list[Block]) -> Iterator[Block]:
             yield block
 
 
+#: Where `results` says that the run itself failed.
+RUN_FAILED = "(the docs run)"
+
 TESTED = [block for blocks in ALL_BLOCKS.values() for block in _tested(blocks)]
 
 
-@pytest.mark.timeout(240)
+# Every doc runs in the `results` fixture, on one worker (xdist_group), in the
+# first block's time: minutes on a busy 2-core machine.
+@pytest.mark.xdist_group("docs")
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("block", TESTED, ids=[block.id for block in TESTED])
 def test_doc_block(block: Block, results: dict[str, Outcome]) -> None:
     """The block ran and exited 0 (or printed what the doc shows), or is skipped with its reason."""
+    if RUN_FAILED in results:
+        pytest.skip("not run: the docs run failed (see test_the_docs_ran)")
     outcome = results.get(block.id)
     assert outcome is not None, f"{block.id} was never run"
     if outcome.status == "skipped":
         pytest.skip(f"{block.id}: {outcome.message}")
     assert outcome.status == "passed", outcome.message
+
+
+@pytest.mark.xdist_group("docs")
+@pytest.mark.timeout(900)
+def test_the_docs_ran(results: dict[str, Outcome]) -> None:
+    """The run of every doc got as far as running them (the blocks judge the rest)."""
+    failed = results.get(RUN_FAILED)
+    assert failed is None, failed.message
 
 
 # --- The rules themselves -----------------------------------------------------------
