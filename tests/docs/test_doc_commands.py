@@ -29,8 +29,8 @@ reader's terminal. Before a block runs:
   api.stripe.com`) become the same addresses, so secrets, breakers and
   egress rules still tell the hosts apart;
 - the doc ports 8742 (the sidecar), 8743 (a second sidecar), 8780 and 8781
-  (servers a doc starts) are kept when free, else moved to free ports, in
-  the text and in MIRAPI_LISTEN alike;
+  (servers a doc starts) are moved to free ports below the ephemeral range,
+  in the text and in MIRAPI_LISTEN alike;
 - a redis:// URL becomes a private redis-server on a unix socket (blocks
   that name one are skipped with the reason when redis-server is missing);
 - then the block must name no address but loopback, or it is not run.
@@ -565,10 +565,14 @@ def _port_is_free(port: int) -> bool:
 
 
 def _ports(taken: set[int]) -> dict[int, int]:
-    """The doc ports themselves when free and not given to another file yet."""
+    """A port of the private range for each doc port, none given to another file yet.
+
+    Never the doc's own port: 8742 is where a developer's real sidecar
+    listens, and a port left held by a run that was killed is taken too.
+    """
     ports = {}
     for port in DOC_PORTS:
-        chosen = port if port not in taken and _port_is_free(port) else _free_port(taken)
+        chosen = _free_port(taken)
         taken.add(chosen)
         ports[port] = chosen
     return ports

@@ -182,10 +182,11 @@ async def test_a_locked_sidecar_asks_for_the_passphrase_and_takes_it_from_the_he
     assert unlocked.status_code == 200, unlocked.text
     assert upstream.seen[-1].headers["authorization"] == f"Bearer {STORED}"
 
-    # A client's own Authorization is left alone by a host match.
-    own = await http.get(
-        url + "/v1/x",
-        headers={"X-Target-URL": upstream.url, "Authorization": "Bearer client's own"},
-    )
-    assert own.status_code == 200
-    assert upstream.seen[-1].headers["authorization"] == "Bearer client's own"
+    # A client's own Authorization (an SDK's placeholder) is replaced by the
+    # host's secret (SPEC §2.8): still locked without a passphrase, and with
+    # one the upstream sees the stored secret, never the placeholder.
+    own = {"X-Target-URL": upstream.url, "Authorization": "Bearer placeholder"}
+    assert (await http.get(url + "/v1/x", headers=own)).status_code == 401
+    replaced = await http.get(url + "/v1/x", headers={**own, "X-Proxy-Master-Key": PASSPHRASE})
+    assert replaced.status_code == 200
+    assert upstream.seen[-1].headers["authorization"] == f"Bearer {STORED}"
