@@ -60,6 +60,9 @@ ASGISend = Any
 CONTROL_PREFIX = "/_mirapi/"
 #: Control endpoints open to probes without a client key (they tell nothing private).
 PROBES = frozenset({"/_mirapi/healthz", "/_mirapi/livez", "/_mirapi/readyz"})
+#: Hosts whose breaker state is shown (metrics, dashboard); the oldest
+#: change is forgotten past it, as the store forgets breakers (MAX_BREAKERS).
+MAX_BREAKER_STATES = 4096
 #: readyz waits this long for the job queue's depth, then leaves it out.
 READYZ_STORE_TIMEOUT = 1.0
 
@@ -244,7 +247,11 @@ class Sidecar:
         if event.kind == JOB:
             self.metrics.job_finished(event.reason)
         elif event.kind == BREAKER and event.host is not None:
-            self.breaker_states[event.host] = event.reason
+            states = self.breaker_states
+            states.pop(event.host, None)  # re-inserted: the newest last
+            states[event.host] = event.reason
+            if len(states) > MAX_BREAKER_STATES:
+                del states[next(iter(states))]
 
     def _refuse_exposed_without_keys(self) -> None:
         """SPEC §2.1: with no client key, the sidecar listens on loopback only."""

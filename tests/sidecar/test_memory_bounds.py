@@ -153,3 +153,26 @@ def test_sigusr2_logs_the_top_allocation_sites_when_tracing(
     finally:
         tracemalloc.stop()
         signal.signal(signal.SIGUSR2, previous)
+
+
+async def test_breakers_of_distinct_failing_hosts_stop_at_their_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.store.breaker import BreakerState
+    from sidecar.store.memory import MemoryStore
+    from sidecar.store.memory import breaker as breakers
+    from tests.support.clock import FakeClock
+
+    monkeypatch.setattr(breakers, "MAX_BREAKERS", 8)
+    store = MemoryStore(FakeClock().clock())
+    # Two open breakers first, then a stream of hosts that fail once each.
+    for host in ("open-1", "open-2"):
+        await store.breaker_record(host, False, threshold=1)
+    for number in range(100):
+        await store.breaker_record(f"h{number}.test", False, threshold=5)
+    assert len(store._breakers) == 8
+    # The closed ones were forgotten first: the open breakers still hold.
+    for host in ("open-1", "open-2"):
+        assert (await store.breaker_status(host)).state is BreakerState.OPEN
+    assert (await store.breaker_status("h99.test")).failures == 1
+    assert (await store.breaker_status("h0.test")).failures == 0

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from sidecar.store.breaker import Admission, BreakerState, BreakerStatus
 from sidecar.store.memory.state import MemoryState
 
+#: Breakers kept at once. A host is at most 253 characters, so this bounds
+#: the map by bytes too (~2 MB): a stream of distinct failing hosts cannot
+#: grow it; past it the oldest closed breaker (failures counted, not open)
+#: is forgotten first, else the oldest of all.
+MAX_BREAKERS = 4096
+
 _ALLOWED = Admission(allowed=True)
 _CLEAN = Admission(allowed=True, clean=True)
 
@@ -59,7 +65,10 @@ class MemoryBreakers(MemoryState):
                 self._observer.breaker_saved(host, None)
             changed = gone is not None and gone.state is not BreakerState.CLOSED
             return BreakerStatus(BreakerState.CLOSED, changed=changed)
-        breaker = self._breakers.setdefault(host, _Breaker(BreakerState.CLOSED))
+        breaker = self._breakers.get(host)
+        if breaker is None:
+            self._make_room()
+            breaker = self._breakers[host] = _Breaker(BreakerState.CLOSED)
         breaker.failures += 1
         opens = breaker.state is BreakerState.HALF_OPEN or (
             breaker.state is BreakerState.CLOSED and breaker.failures >= threshold
@@ -71,6 +80,18 @@ class MemoryBreakers(MemoryState):
         if self._observer is not None:
             self._observer.breaker_saved(host, status)
         return status
+
+    def _make_room(self) -> None:
+        """Forget one breaker when the map is full (see MAX_BREAKERS)."""
+        if len(self._breakers) < MAX_BREAKERS:
+            return
+        victim = next(
+            (host for host, b in self._breakers.items() if b.state is BreakerState.CLOSED),
+            next(iter(self._breakers)),
+        )
+        del self._breakers[victim]
+        if self._observer is not None:
+            self._observer.breaker_saved(victim, None)
 
     async def breaker_status(self, host: str) -> BreakerStatus:
         breaker = self._breakers.get(host)
