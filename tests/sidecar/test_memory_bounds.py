@@ -176,3 +176,29 @@ async def test_breakers_of_distinct_failing_hosts_stop_at_their_bound(
         assert (await store.breaker_status(host)).state is BreakerState.OPEN
     assert (await store.breaker_status("h99.test")).failures == 1
     assert (await store.breaker_status("h0.test")).failures == 0
+
+
+async def test_replay_records_stop_at_their_byte_bound_and_keep_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.store.cache import StoredResponse
+    from sidecar.store.idempotency import ClaimOutcome
+    from sidecar.store.memory import MemoryStore
+    from sidecar.store.memory import idempotency as replays
+    from tests.support.clock import FakeClock
+
+    monkeypatch.setattr(replays, "REPLAY_MAX_BYTES", 10 * 1024)
+    store = MemoryStore(FakeClock().clock())
+    answer = StoredResponse(200, (("content-type", "application/json"),), b"x" * 1000, 0.0, 0.0)
+    for number in range(50):
+        key = f"k:{number}"
+        claim = await store.idem_claim(key, "print", "token", 60.0)
+        assert claim.outcome is ClaimOutcome.ACQUIRED
+        await store.idem_finish(key, "token", answer, keep_until=86_400.0)
+    assert store._record_bytes <= 10 * 1024
+    assert 5 <= len(store._records) <= 10
+    newest = await store.idem_claim("k:49", "print", "other", 60.0)
+    assert newest.outcome is ClaimOutcome.COMPLETED
+    # The oldest was forgotten: its key is free again.
+    oldest = await store.idem_claim("k:0", "print", "other", 60.0)
+    assert oldest.outcome is ClaimOutcome.ACQUIRED

@@ -7,6 +7,11 @@ that token (nobody else can know it), so an uncontended request keeps
 nothing. Waiters sleep on an event set by `idem_finish`, and look at the
 clock every `EXPIRY_CHECK` seconds of real time to notice a holder whose
 lock ran out. Expired entries are swept once the maps have doubled.
+
+Replay records hold whole answers for 24 h, so they are bounded by bytes
+(`REPLAY_MAX_BYTES`): past it the oldest is forgotten here (the embedded
+store's file keeps its copy), and a duplicate of that key is sent again,
+with the same `Idempotency-Key` upstream, which Stripe-like APIs dedupe.
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ from sidecar.store.memory.state import SWEEP_FLOOR, IdempotencyRecord, MemorySta
 RESULT_TTL = 60.0
 #: How often (real seconds) a waiter checks the clock for the holder's expiry.
 EXPIRY_CHECK = 0.03
+#: Bytes of replay records kept in memory (bodies, headers, keys).
+REPLAY_MAX_BYTES = 16 * 1024 * 1024
+#: What a record costs beyond its body and headers (objects, the key, a dict slot).
+_RECORD_OVERHEAD = 400
+
+
+def record_size(key: str, record: IdempotencyRecord) -> int:
+    """About how many bytes `record` holds in memory."""
+    response = record.response
+    headers = sum(len(name) + len(value) for name, value in response.headers)
+    return len(key) + len(response.body) + headers + _RECORD_OVERHEAD
 
 
 @dataclass(slots=True)
@@ -45,6 +61,7 @@ class MemoryIdempotency(MemoryState):
         super().__init__()
         self._locks: dict[str, _Lock] = {}
         self._records: dict[str, IdempotencyRecord] = {}
+        self._record_bytes = 0
         self._results: dict[tuple[str, str], _Result] = {}
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._sweep_above = SWEEP_FLOOR
@@ -52,7 +69,7 @@ class MemoryIdempotency(MemoryState):
     def load_record(self, key: str, record: IdempotencyRecord) -> None:
         """Put a replay record back, unless it expired."""
         if record.keep_until > self._clock.now():
-            self._records[key] = record
+            self._keep_record(key, record)
 
     async def idem_claim(self, key: str, fingerprint: str, token: str, lock_ttl: float) -> Claim:
         now = self._clock.now()
@@ -62,7 +79,7 @@ class MemoryIdempotency(MemoryState):
                 if record.fingerprint != fingerprint:
                     return Claim(ClaimOutcome.MISMATCH)
                 return Claim(ClaimOutcome.COMPLETED, record=record.response)
-            del self._records[key]
+            self._forget_record(key)
         lock = self._locks.get(key)
         if lock is not None and lock.until > now:
             if lock.fingerprint != fingerprint:
@@ -98,7 +115,7 @@ class MemoryIdempotency(MemoryState):
             del self._locks[key]
             if response is not None and keep_until is not None and keep_until > now:
                 record = IdempotencyRecord(lock.fingerprint, response, keep_until)
-                self._records[key] = record
+                self._keep_record(key, record)
                 if self._observer is not None:
                     self._observer.record_kept(key, record)
         for event in self._waiters.get((key, token), ()):
@@ -148,6 +165,20 @@ class MemoryIdempotency(MemoryState):
             return
         self._locks = {k: v for k, v in self._locks.items() if v.until > now}
         self._records = {k: v for k, v in self._records.items() if v.keep_until > now}
+        self._record_bytes = sum(record_size(k, v) for k, v in self._records.items())
         self._results = {k: v for k, v in self._results.items() if v.until > now}
         alive = len(self._locks) + len(self._records) + len(self._results)
         self._sweep_above = max(SWEEP_FLOOR, 2 * alive)
+
+    def _keep_record(self, key: str, record: IdempotencyRecord) -> None:
+        """Keep `record` as the newest; forget the oldest past REPLAY_MAX_BYTES."""
+        self._forget_record(key)
+        self._records[key] = record
+        self._record_bytes += record_size(key, record)
+        while self._record_bytes > REPLAY_MAX_BYTES and self._records:
+            self._forget_record(next(iter(self._records)))
+
+    def _forget_record(self, key: str) -> None:
+        record = self._records.pop(key, None)
+        if record is not None:
+            self._record_bytes -= record_size(key, record)
