@@ -9,7 +9,8 @@ without a service manager.
              ~/.config/mirapi/service.env (0600)        optional: MIRAPI_REDIS, MIRAPI_MASTER_KEY
     launchd  ~/Library/LaunchAgents/dev.mirapi.sidecar.plist   log: <data dir>/sidecar.log
 
-Both run `<python> -P -m mirapi_cli.main sidecar start --foreground ...`:
+Both run `<python> -P -m sidecar ...`, the lean entry of `mirapi sidecar start`
+(no Typer or pydantic in a long-running process; `--unlock` hands over to the CLI):
 
 - the interpreter that ran install-service, by absolute path, so the service
   finds the same install (venv, pipx) without a PATH; `-P` keeps the working
@@ -128,12 +129,12 @@ def sidecar_command(
     unix: str | None = None,
     unlock: bool = False,
 ) -> tuple[str, ...]:
-    """`python -P -m mirapi_cli.main sidecar start --foreground` with the chosen flags."""
+    """`python -P -m sidecar` (the foreground sidecar, lean entry) with the chosen flags."""
     if not os.path.isabs(python):
         raise ServiceError("the Python interpreter's path is not absolute (sys.executable)")
     # -P (3.11+): the working directory (the data dir) is not put on sys.path,
     # so no file there can stand in for a module.
-    args = [python, "-P", "-m", "mirapi_cli.main", "sidecar", "start", "--foreground"]
+    args = [python, "-P", "-m", "sidecar"]
     args += ["--data-dir", str(data_dir)]
     if config is not None:
         args += ["--config", str(config)]

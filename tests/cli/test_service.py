@@ -87,10 +87,7 @@ def test_the_unit_runs_the_sidecar_in_the_foreground_and_restarts_it_on_failure(
         sys.executable,
         "-P",
         "-m",
-        "mirapi_cli.main",
         "sidecar",
-        "start",
-        "--foreground",
         "--data-dir",
         str(tmp_path / "data"),
     ]
@@ -168,15 +165,7 @@ def test_the_launchd_agent_parses_and_restarts_only_after_a_crash(tmp_path: Path
     agent = plistlib.loads(service.render_launchd_plist(spec(tmp_path)))
 
     assert agent["Label"] == "dev.mirapi.sidecar"
-    assert agent["ProgramArguments"][:7] == [
-        sys.executable,
-        "-P",
-        "-m",
-        "mirapi_cli.main",
-        "sidecar",
-        "start",
-        "--foreground",
-    ]
+    assert agent["ProgramArguments"][:4] == [sys.executable, "-P", "-m", "sidecar"]
     assert agent["KeepAlive"] == {"SuccessfulExit": False}
     assert agent["RunAtLoad"] is True
     assert agent["ExitTimeOut"] == 15
