@@ -287,7 +287,15 @@ class TracebackLog(logging.Handler):
         super().__init__(logging.DEBUG)
         self.tracebacks: list[str] = []
 
+    #: Loggers of the test's own upstream, an aiohttp server in this process:
+    #: what it thinks of a request the sidecar forwarded (say, a repeated
+    #: User-Agent, which HTTP allows and aiohttp's parser refuses) is not the
+    #: sidecar's traceback. The sidecar serves on Hypercorn, never aiohttp.
+    NOT_THE_SIDECAR = ("aiohttp.server", "aiohttp.access", "aiohttp.web")
+
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(self.NOT_THE_SIDECAR):
+            return
         if record.exc_info or record.exc_text or "Traceback (most recent" in record.getMessage():
             self.tracebacks.append(f"{record.name}: {record.getMessage()}")
 
