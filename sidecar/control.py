@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Quart, Response
 
 from sidecar.dashboard import make_blueprint
-from sidecar.dashboard.access import MethodNotAllowed
-from sidecar.errors import MirApiError, NotFound, error_body, error_headers
+from sidecar.errors import MethodNotAllowed, MirApiError, NotFound, error_body, error_headers
 from sidecar.exchange import new_request_id
 from sidecar.jobs.model import public_view
 from sidecar.metrics import CONTENT_TYPE

@@ -10,7 +10,9 @@
     │   └── SecretLocked          401 secret_locked     no or a wrong passphrase for a secret
     ├── EgressDenied              403 egress_denied
     ├── HostNotAllowed            403 host_not_allowed  DNS rebinding guard
+    ├── CrossSiteRead             403 cross_site_refused a dashboard feed read from another origin
     ├── NotFound                  404 route_not_found / job_not_found / not_found
+    ├── MethodNotAllowed          405 method_not_allowed a control endpoint's wrong method
     ├── PayloadTooLarge           413 payload_too_large
     ├── IdempotencyConflict       409 idempotency_in_flight (Retry-After: 1)
     ├── IdempotencyKeyReused      422 idempotency_key_reused
@@ -120,6 +122,20 @@ class HostNotAllowed(MirApiError):
 
     status = 403
     code = "host_not_allowed"
+
+
+class CrossSiteRead(MirApiError):
+    """A dashboard feed asked for from another origin (no permissive CORS)."""
+
+    status = 403
+    code = "cross_site_refused"
+
+
+class MethodNotAllowed(MirApiError):
+    """A method other than the one a control endpoint takes."""
+
+    status = 405
+    code = "method_not_allowed"
 
 
 class NotFound(MirApiError):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sidecar.errors import MirApiError
-
 UI_PATH = "/_mirapi/ui"
 STATIC_PREFIX = UI_PATH + "/static/"
 RECORD_PREFIX = UI_PATH + "/requests/"
@@ -41,20 +39,6 @@ COMMON_HEADERS = {
 }
 #: What a browser may say a same-origin request is (`none`: typed in the address bar).
 _SAME_ORIGIN = frozenset({"same-origin", "none"})
-
-
-class CrossSiteRead(MirApiError):
-    """A feed asked for from another origin."""
-
-    status = 403
-    code = "cross_site_refused"
-
-
-class MethodNotAllowed(MirApiError):
-    """A method other than GET on a read-only endpoint."""
-
-    status = 405
-    code = "method_not_allowed"
 
 
 def is_public_path(path: str) -> bool:

@@ -23,11 +23,10 @@ from sidecar.dashboard.access import (
     RECORD_PREFIX,
     STATIC_PREFIX,
     UI_PATH,
-    CrossSiteRead,
     cross_site,
 )
 from sidecar.dashboard.minutes import MinuteRing, totals_of
-from sidecar.errors import BadRequest, MirApiError, NotFound
+from sidecar.errors import BadRequest, CrossSiteRead, MirApiError, NotFound
 from sidecar.events import KINDS
 
 if TYPE_CHECKING:
