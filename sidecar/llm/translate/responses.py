@@ -1,0 +1,168 @@
+"""Complete (non-streamed) answers: Anthropic Message <-> OpenAI chat.completion.
+
+Usage is the one place where the two formats count differently: Anthropic's
+`input_tokens` excludes the tokens it read from or wrote to its prompt cache,
+OpenAI's `prompt_tokens` includes the cached ones (`prompt_tokens_details.
+cached_tokens` says how many). So prompt = input + cache read + cache write, and
+back: input = prompt - cached, cache read = cached.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sidecar.llm.translate.requests import parse_arguments
+
+# Anthropic stop_reason -> OpenAI finish_reason. pause_turn only follows server
+# tools (which are never translated); the turn did end, so "stop".
+_FINISH_BY_STOP_REASON = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_STOP_REASON_BY_FINISH = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def finish_reason_for(stop_reason: str | None) -> str:
+    """OpenAI's finish_reason for an Anthropic stop_reason (unknown or none: stop)."""
+    return _FINISH_BY_STOP_REASON.get(stop_reason or "", "stop")
+
+
+def stop_reason_for(finish_reason: str | None) -> str:
+    """Anthropic's stop_reason for an OpenAI finish_reason (unknown or none: end_turn)."""
+    return _STOP_REASON_BY_FINISH.get(finish_reason or "", "end_turn")
+
+
+def usage_to_openai(usage: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic usage as OpenAI usage (prompt tokens include the cached ones)."""
+    cache_read = _count(usage.get("cache_read_input_tokens"))
+    cache_write = _count(usage.get("cache_creation_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + cache_read + cache_write
+    completion = _count(usage.get("output_tokens"))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cache_read},
+    }
+
+
+def usage_to_anthropic(usage: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI usage as Anthropic usage (input tokens exclude the cached ones)."""
+    details = usage.get("prompt_tokens_details") or {}
+    cached = _count(details.get("cached_tokens"))
+    prompt = _count(usage.get("prompt_tokens"))
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": _count(usage.get("completion_tokens")),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def response_to_openai(
+    message: dict[str, Any], *, model: str | None = None, created: int | None = None
+) -> dict[str, Any]:
+    """An Anthropic Message as an OpenAI chat.completion (one choice)."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(str(block.get("text", "")))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
+        # thinking and server-tool blocks have no place in a chat.completion; the
+        # request side refuses the features that would produce them.
+    reply: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts else None,
+        "refusal": None,
+    }
+    if calls:
+        reply["tool_calls"] = calls
+    return {
+        "id": message.get("id"),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model or message.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish_reason_for(message.get("stop_reason")),
+            }
+        ],
+        "usage": usage_to_openai(message.get("usage") or {}),
+    }
+
+
+def response_to_anthropic(
+    completion: dict[str, Any], *, model: str | None = None
+) -> dict[str, Any]:
+    """An OpenAI chat.completion (its first choice) as an Anthropic Message.
+
+    Tool-call arguments that are not a JSON object (OpenAI can cut them off at
+    max_tokens) raise `Untranslatable("tool_calls.arguments")`: an Anthropic
+    tool_use input must be an object, and inventing `{}` would run the tool
+    with no arguments.
+    """
+    choices = completion.get("choices") or [{}]
+    choice = choices[0]
+    reply = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    text = reply.get("content")
+    if isinstance(text, list):
+        text = "".join(str(part.get("text", "")) for part in text if isinstance(part, dict))
+    if text:
+        content.append({"type": "text", "text": text})
+    refusal = reply.get("refusal")
+    if refusal:
+        content.append({"type": "text", "text": refusal})
+    for call in reply.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": parse_arguments(function.get("arguments"), "tool_calls.arguments"),
+            }
+        )
+    stop_reason = "refusal" if refusal else stop_reason_for(choice.get("finish_reason"))
+    return {
+        "id": completion.get("id"),
+        "type": "message",
+        "role": "assistant",
+        "model": model or completion.get("model"),
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage_to_anthropic(completion.get("usage") or {}),
+    }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
