@@ -36,6 +36,9 @@ from sidecar.gate import LOCAL_CLIENT, Gate, read_request
 from sidecar.headers import upstream_host
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
+from sidecar.llm.errors import error_body as llm_error_body
+from sidecar.llm.meter import LlmMeter
+from sidecar.llm.prices import PriceBook
 from sidecar.logging import AccessLog
 from sidecar.metrics import Metrics
 from sidecar.observe import Observer, Outcome
@@ -131,6 +134,7 @@ class Sidecar:
         self.secrets: RecordTable[Secret] = RecordTable(self.store, secrets.KIND, secrets.decode)
         # One vault for requests and jobs: one key cache, one cap on derivations.
         inject = InjectSecrets(self.secrets.all, Vault(), master_key)
+        self.llm = LlmMeter(self.store, PriceBook(settings.llm), clock)
         # One set of parts for both chains: jobs and live requests share one
         # retry budget (a sick upstream's), one cache, one breaker per host.
         parts = Parts(
@@ -141,6 +145,7 @@ class Sidecar:
             routes=self.routes,
             secrets=inject,
             events=self.events,
+            llm=self.llm,
         )
         job_chain = build_job_chain(self.client, parts)
         self.callbacks = CallbackSender(self.store, self.client, clock)
@@ -229,6 +234,7 @@ class Sidecar:
             elif message["type"] == "lifespan.shutdown":
                 # First: jobs under way end (or stay leased) while all still works.
                 await self.jobs.stop()
+                await self.llm.drain()
                 # Before the store closes: they flush what they still hold.
                 for observer in self.observers:
                     await observer.stop()
@@ -306,7 +312,7 @@ class Sidecar:
         except MirApiError as error:
             request_id = request_id or new_request_id()
             error_code = error.code
-            response = _error_response(error, request_id)
+            response = _error_response(error, request_id, exchange)
         except ConnectionResetError:
             return
         except Exception:
@@ -378,8 +384,16 @@ class StartRefused(Exception):
     """The sidecar must not start as configured; the message says why and what to do."""
 
 
-def _error_response(error: MirApiError, request_id: str) -> Response:
-    body = error_body(error, request_id)
+def _error_response(
+    error: MirApiError, request_id: str, exchange: Exchange | None = None
+) -> Response:
+    """The error answer: SPEC §2's JSON, or an LLM call's client's own error shape (§10)."""
+    if exchange is not None and exchange.llm is not None:
+        body = llm_error_body(
+            exchange.llm.format, error.status, error.code, error.message, request_id
+        )
+    else:
+        body = error_body(error, request_id)
     headers = error_headers(error, request_id)
     headers.append(("content-length", str(len(body))))
     if isinstance(error, BadRequestFraming):

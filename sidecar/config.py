@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from sidecar import bounded, paths
 from sidecar.durations import parse_duration, parse_size
+from sidecar.llm.prices import Price, parse_price_overrides
 
 _T = TypeVar("_T")
 _Parser = Callable[[object], _T]
@@ -138,12 +139,19 @@ def _unix_socket(value: object) -> str:
     return path
 
 
+#: One server, a Redis Cluster (any nodes as seeds), a Sentinel-managed primary.
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
+
+
 def _redis_url(value: object) -> str:
     text = _string(value)
     scheme, sep, rest = text.partition("://")
     # The value is never echoed: a Redis URL may carry a password.
-    if not sep or scheme.lower() not in ("redis", "rediss", "unix") or not rest:
-        raise ValueError("must be a redis://, rediss:// or unix:// URL (value not shown)")
+    if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest:
+        raise ValueError(
+            "must be a redis://, rediss://, unix://, redis+cluster://, rediss+cluster://"
+            " or redis+sentinel:// URL (value not shown)"
+        )
     return text
 
 
@@ -251,6 +259,19 @@ def _rate(value: object) -> str:
     return f"{count}/{text.rpartition('/')[2].strip().lower()}"  # "5 / SEC" -> "5/sec"
 
 
+def _llm(value: object) -> dict[str, Price]:
+    """The `[llm]` table: `prices`, each `"provider/model" = {input, output, ...}`."""
+    if not isinstance(value, Mapping):
+        raise ValueError('must be a table: [llm.prices."openai/gpt-4o"] in the config file')
+    unknown = [key for key in value if key != "prices"]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: prices)")
+    prices = value.get("prices", {})
+    if not isinstance(prices, Mapping):
+        raise ValueError('prices: must be tables such as [llm.prices."openai/gpt-4o"]')
+    return parse_price_overrides(prices)
+
+
 def _key(default: _T, parse: _Parser[_T], *, secret: bool = False) -> _T:
     """A Settings field: its default and the parser every layer goes through."""
     return field(default=default, metadata={_PARSE: parse}, repr=not secret)
@@ -284,6 +305,8 @@ class Settings:
     rate_limit: str | None = _key(None, _rate)
     # Each lookup cache (parsed URLs, Host checks, header names): bytes, 0: none.
     lookup_cache_max_bytes: int = _key(bounded.DEFAULT_MAX_BYTES, _size(zero_ok=True))
+    # [llm.prices."provider/model"]: USD per million tokens, over the price package's.
+    llm: Mapping[str, Price] = field(default_factory=dict, metadata={_PARSE: _llm})
 
 
 _PARSERS: dict[str, _Parser[Any]] = {

@@ -5,7 +5,9 @@
     │   ├── NoTarget              400 no_target
     │   ├── BadHeader             400 bad_header        names the header
     │   ├── BadRequestFraming     400 bad_request       CL + TE, malformed body
-    │   └── PciCardNumber         400 pci_card_number   offset only, never digits
+    │   ├── PciCardNumber         400 pci_card_number   offset only, never digits
+    │   ├── LlmBudgetExceeded     400 llm_budget_exceeded   the call's worst case is over X-LLM-Budget
+    │   └── LlmPriceUnknown       400 llm_price_unknown     a budget applies, the model has no price
     ├── Unauthorized              401 unauthorized
     │   └── SecretLocked          401 secret_locked     no or a wrong passphrase for a secret
     ├── EgressDenied              403 egress_denied
@@ -17,6 +19,7 @@
     ├── IdempotencyConflict       409 idempotency_in_flight (Retry-After: 1)
     ├── IdempotencyKeyReused      422 idempotency_key_reused
     ├── RateLimited               429 rate_limited       (Retry-After)
+    ├── LlmBudgetExhausted        429 llm_budget_exhausted (Retry-After: to 00:00 UTC)
     ├── UpstreamUnreachable       502 upstream_unreachable
     ├── ServiceUnavailable        503 (Retry-After)
     │   ├── CircuitOpen           503 circuit_open      no upstream call made
@@ -33,8 +36,12 @@ turns them into the JSON body of SPEC §2.
 from __future__ import annotations
 
 import email.utils
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from sidecar.exchange import Response
 
 
 class MirApiError(Exception):
@@ -101,6 +108,14 @@ class PciCardNumber(BadRequest):
     code = "pci_card_number"
 
 
+class LlmBudgetExceeded(BadRequest):
+    code = "llm_budget_exceeded"
+
+
+class LlmPriceUnknown(BadRequest):
+    code = "llm_price_unknown"
+
+
 class Unauthorized(MirApiError):
     status = 401
     code = "unauthorized"
@@ -162,6 +177,13 @@ class IdempotencyKeyReused(MirApiError):
 class RateLimited(MirApiError):
     status = 429
     code = "rate_limited"
+
+
+class LlmBudgetExhausted(MirApiError):
+    """A budget that applies to the call has no room left today (SPEC §10)."""
+
+    status = 429
+    code = "llm_budget_exhausted"
 
 
 class UpstreamUnreachable(MirApiError):
@@ -249,8 +271,40 @@ class UpstreamFailure(Exception):
         self.kind = kind
         self.detail = detail
 
+    #: Counted by the circuit breaker as the host failing (an LLM context-length
+    #: refusal is the request's doing, not the host's).
+    counts_against_host: bool = True
+    #: Opens the host's breaker at once (an LLM quota error: no retry will help).
+    opens_breaker: bool = False
+
     def as_error(self) -> MirApiError:
         """The sidecar's answer when this was the last attempt."""
         if self.kind == "timeout":
             return GatewayTimeout(f"the upstream did not answer in time ({self.detail})")
         return UpstreamUnreachable(f"the upstream could not be reached ({self.detail})")
+
+
+class EndpointRefused(UpstreamFailure):
+    """An endpoint's answer that moves the call on without a retry there (SPEC §10).
+
+    An LLM quota error (`llm-quota`, which also opens the host's breaker) or
+    a context-length refusal (`llm-next-endpoint`, not the host's fault), or
+    an endpoint that cannot take the call at all (`llm-skipped`, no
+    `answer`). Neither kind is in any X-Retry-On, so the retry stage hands it
+    straight to the cascade, which tries the next endpoint; when none is
+    left, the client gets `answer`, the upstream's own words.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        detail: str,
+        answer: Response | None = None,
+        *,
+        opens_breaker: bool = False,
+        counts_against_host: bool = True,
+    ) -> None:
+        super().__init__(kind, detail)
+        self.answer = answer
+        self.opens_breaker = opens_breaker
+        self.counts_against_host = counts_against_host

@@ -15,6 +15,15 @@ route and upstream host. The kinds:
                                                              | upstream_timeout
                                                              | deadline_exceeded
                                                              | server_error (a 5xx)
+    llm_budget      an LLM call refused by a budget  reason: llm_budget_exhausted
+                                                             | llm_budget_exceeded
+                                                             | llm_price_unknown
+    llm_failover    an LLM call answered by a later  reason: cascade_fallback | failover
+                    endpoint                          detail: the provider that answered
+    llm_stream_cut  a committed LLM stream failed    reason: llm_stream_cut
+                    before its end (the client got an in-band error)
+    llm_price_unknown  an LLM call whose model has   reason: llm_price_unknown,
+                    no price (its cost is unknown)    detail: provider/model
 
 What is never in an event: a request or response body, a URL path or query
 (hosts only: paths and query values may hold personal data), a header, a
@@ -51,7 +60,24 @@ PCI_BLOCK = "pci_block"
 JOB = "job"
 EGRESS_DENIED = "egress_denied"
 UPSTREAM_ERROR = "upstream_error"
-KINDS = (RESCUE, BREAKER, PCI_BLOCK, JOB, EGRESS_DENIED, UPSTREAM_ERROR)
+LLM_BUDGET = "llm_budget"
+LLM_FAILOVER = "llm_failover"
+LLM_STREAM_CUT = "llm_stream_cut"
+LLM_PRICE_UNKNOWN = "llm_price_unknown"
+KINDS = (
+    RESCUE,
+    BREAKER,
+    PCI_BLOCK,
+    JOB,
+    EGRESS_DENIED,
+    UPSTREAM_ERROR,
+    LLM_BUDGET,
+    LLM_FAILOVER,
+    LLM_STREAM_CUT,
+    LLM_PRICE_UNKNOWN,
+)
+#: The sidecar's refusals of an LLM call by its budgets (SPEC §10).
+LLM_BUDGET_CODES = frozenset({"llm_budget_exhausted", "llm_budget_exceeded", "llm_price_unknown"})
 
 #: The sidecar's own error codes that mean the upstream failed the request.
 #: (`circuit_open` is not one: no call was made; the breaker event says why.)
@@ -166,6 +192,8 @@ def event_for(outcome: Outcome) -> Event | None:
     """
     if outcome.error == "pci_card_number":
         kind, reason = PCI_BLOCK, outcome.error
+    elif outcome.error in LLM_BUDGET_CODES:
+        kind, reason = LLM_BUDGET, outcome.error
     elif outcome.error == "egress_denied":
         kind, reason = EGRESS_DENIED, outcome.error
     elif outcome.rescue is not None:
@@ -187,6 +215,36 @@ def event_for(outcome: Outcome) -> Event | None:
         attempts=outcome.attempts,
         latency_ms=round(outcome.latency * 1000, 2),
     )
+
+
+def llm_events_for(outcome: Outcome) -> list[Event]:
+    """The events an LLM call's answer makes beside `event_for`'s: failover, cut, no price."""
+    exchange = outcome.exchange
+    call = exchange.llm if exchange is not None else None
+    if call is None:
+        return []
+
+    def made(kind: str, reason: str, detail: str | None = None) -> Event:
+        return Event(
+            time=outcome.time,
+            kind=kind,
+            reason=reason,
+            request_id=outcome.request_id,
+            route=outcome.route,
+            host=outcome.host or None,
+            status=outcome.status,
+            attempts=outcome.attempts,
+            detail=short(detail) if detail else None,
+        )
+
+    found = []
+    if outcome.rescue in ("cascade_fallback", "failover"):
+        found.append(made(LLM_FAILOVER, outcome.rescue, call.provider))
+    if call.cut:
+        found.append(made(LLM_STREAM_CUT, LLM_STREAM_CUT))
+    if call.price_unknown and outcome.error is None:
+        found.append(made(LLM_PRICE_UNKNOWN, LLM_PRICE_UNKNOWN, f"{call.provider}/{call.model}"))
+    return found
 
 
 class EventStore(Protocol):
@@ -233,6 +291,12 @@ class EventLog:
             return
         if event is not None:
             self.emit(event)
+        if outcome.exchange is not None and outcome.exchange.llm is not None:
+            try:
+                for made in llm_events_for(outcome):
+                    self.emit(made)
+            except Exception:
+                log.exception("could not make the LLM events of request %s", outcome.request_id)
 
     def emit(self, event: Event) -> None:
         """Queue `event`. Never blocks, never raises."""

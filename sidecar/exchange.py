@@ -18,9 +18,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sidecar.policy import RequestPolicy
 from sidecar.routes import PATH_MODE_PREFIX, Route
+
+if TYPE_CHECKING:
+    from sidecar.llm.call import LlmCall
 
 Headers = list[tuple[str, str]]
 
@@ -34,6 +38,14 @@ class TargetOptions:
     headers: tuple[tuple[str, str], ...] = ()
     #: The per-attempt timeout for this endpoint, seconds; None: the policy's.
     timeout: float | None = None
+    #: The LLM API the endpoint speaks ("openai", "anthropic"), or None (SPEC §10).
+    provider: str | None = None
+    #: The model LLM calls use there, whatever the client named; None: the client's.
+    model: str | None = None
+    #: The client's model name -> the endpoint's.
+    model_map: tuple[tuple[str, str], ...] = ()
+    #: Calls to this endpoint cost nothing (`price = "free"`).
+    free: bool = False
 
 
 NO_OPTIONS = TargetOptions()
@@ -100,6 +112,14 @@ class Exchange:
     attempt_log: list[tuple[str, str, float]] = field(default_factory=list)
     #: Told of each attempt as it ends, for live progress (`mirapi curl -v`).
     on_attempt: Callable[[str, str, float], None] | None = None
+    #: An LLM call (SPEC §10): set by routing when a target names a provider
+    #: and the request is a chat/messages POST; None for every other request.
+    llm: LlmCall | None = field(default=None, repr=False)
+    #: The body and URL of the attempt under way when they differ from
+    #: `body` and `target` (an LLM call's usage option, max_tokens, model or
+    #: translation); set per attempt by the LLM stage, read by forward.
+    attempt_body: bytes | None = field(default=None, repr=False)
+    attempt_url: str | None = None
 
     def aim(self, index: int) -> None:
         """Make `targets[index]` the target of the attempts that follow."""

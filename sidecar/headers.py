@@ -74,6 +74,22 @@ def with_endpoint_headers(headers: HeaderList, extra: tuple[tuple[str, str], ...
     return [(n, v) for n, v in headers if n not in replaced] + list(extra)
 
 
+def with_secret_headers(headers: HeaderList, injected: tuple[tuple[str, str], ...]) -> HeaderList:
+    """`headers` with an injected credential laid over the client's.
+
+    Like `with_endpoint_headers`, and a key injected as `x-api-key`
+    (Anthropic's) also drops the client's `Authorization`: the anthropic SDK
+    sends its placeholder key as a Bearer token, which must not reach the
+    upstream beside the real key.
+    """
+    if not injected:
+        return headers
+    replaced = {name for name, _ in injected}
+    if "x-api-key" in replaced:
+        replaced.add("authorization")
+    return [(n, v) for n, v in headers if n not in replaced] + list(injected)
+
+
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 

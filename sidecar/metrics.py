@@ -17,6 +17,10 @@ process and GC collectors and anything another import registers globally.
     mirapi_jobs_total{outcome}                           jobs finished, by status
     mirapi_pci_blocks_total                              requests refused for a card number
     mirapi_rescued_capital_total{currency}               minor units rescued
+    mirapi_llm_tokens_total{route,provider,model,kind}   LLM tokens: input, output,
+                                                         cache_read, cache_write
+    mirapi_llm_cost_usd_total{route,provider,model}      LLM spend, USD
+    mirapi_llm_time_to_first_token_seconds               histogram, LLM streams
 
 Labels name a stored route, else the upstream's `host[:port]`, never a
 path (paths hold ids and personal data, and would make a series per
@@ -66,6 +70,10 @@ NO_TARGET = "none"
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 #: `render` waits this long for the queue depth, then shows the last one known.
 QUEUE_DEPTH_TIMEOUT = 1.0
+#: Upper bounds (seconds) of the time-to-first-token histogram.
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+#: The kinds of LLM tokens counted, as `Usage` names them.
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 BreakerStates = Callable[[], Mapping[str, str]]
 Overflows = Callable[[], int]
@@ -120,6 +128,12 @@ class Metrics:
         self.pci_blocks = 0
         self.capital: dict[str, int] = {}
         self.depth: int | None = None
+        self._llm_label = _Bounded(label_values_max)
+        #: (route, provider, model, kind) -> tokens; (route, provider, model) -> USD.
+        self.llm_tokens: dict[tuple[str, str, str, str], int] = {}
+        self.llm_cost: dict[tuple[str, str, str], float] = {}
+        self.ttft_counts = [0] * (len(TTFT_BUCKETS) + 1)
+        self.ttft_sum = 0.0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -160,10 +174,32 @@ class Metrics:
             self.overflows_seen += sum(
                 1 for _, result, _ in exchange.attempt_log if OVER_BUDGET in result
             )
+        if exchange is not None and exchange.llm is not None:
+            self._count_llm(outcome)
         capital = capital_of(outcome)
         if capital is not None:
             currency = self._currency_label(capital[0])
             self.capital[currency] = self.capital.get(currency, 0) + capital[1]
+
+    def _count_llm(self, outcome: Outcome) -> None:
+        assert outcome.exchange is not None and outcome.exchange.llm is not None
+        call = outcome.exchange.llm
+        if call.first_token is not None:
+            self.ttft_counts[bisect.bisect_left(TTFT_BUCKETS, call.first_token)] += 1
+            self.ttft_sum += call.first_token
+        if call.usage is None:
+            return
+        series = (
+            self._target_label(outcome.route or outcome.host or NO_TARGET),
+            call.provider or "unknown",
+            self._llm_label(call.model or "unknown"),
+        )
+        counts = call.usage.as_dict()
+        for kind in TOKEN_KINDS:
+            key = (*series, kind)
+            self.llm_tokens[key] = self.llm_tokens.get(key, 0) + counts[kind]
+        if call.cost is not None:
+            self.llm_cost[series] = self.llm_cost.get(series, 0.0) + float(call.cost)
 
     # -- the scrape ----------------------------------------------------------------
 
@@ -225,17 +261,13 @@ class _Collector:
             value=m.attempts,
         )
 
-        cumulative: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), m.latency_counts, strict=True):
-            total += count
-            cumulative.append(("+Inf" if bound == float("inf") else str(bound), total))
-        yield HistogramMetricFamily(
+        yield _histogram(
             "mirapi_upstream_latency_seconds",
             "Seconds from arrival to the answer's head, for requests that reached an"
             " upstream (retries and their waits included).",
-            buckets=cumulative,
-            sum_value=m.latency_sum,
+            LATENCY_BUCKETS,
+            m.latency_counts,
+            m.latency_sum,
         )
 
         breakers = GaugeMetricFamily(
@@ -266,12 +298,47 @@ class _Collector:
             "Requests refused for a card number in the body.",
             value=m.pci_blocks,
         )
+        tokens = CounterMetricFamily(
+            "mirapi_llm_tokens_total",
+            "LLM tokens, from the providers' own usage, by kind.",
+            labels=["route", "provider", "model", "kind"],
+        )
+        for labels, count in sorted(m.llm_tokens.items()):
+            tokens.add_metric(list(labels), count)
+        yield tokens
+        cost = CounterMetricFamily(
+            "mirapi_llm_cost_usd_total",
+            "LLM spend in USD, priced per provider and model.",
+            labels=["route", "provider", "model"],
+        )
+        for labels, usd in sorted(m.llm_cost.items()):
+            cost.add_metric(list(labels), usd)
+        yield cost
+        yield _histogram(
+            "mirapi_llm_time_to_first_token_seconds",
+            "Seconds from an LLM stream's arrival to its first content sent on.",
+            TTFT_BUCKETS,
+            m.ttft_counts,
+            m.ttft_sum,
+        )
         yield _labelled_counter(
             "mirapi_rescued_capital_total",
             "Stripe-style amounts (minor units) of requests a rescue saved, by currency.",
             "currency",
             m.capital,
         )
+
+
+def _histogram(
+    name: str, documentation: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> HistogramMetricFamily:
+    """A histogram family from per-bucket (not cumulative) counts."""
+    cumulative: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        running += count
+        cumulative.append(("+Inf" if bound == float("inf") else str(bound), running))
+    return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=total)
 
 
 def _labelled_counter(

@@ -17,6 +17,7 @@ from typing import Protocol
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.events import EventLog
 from sidecar.exchange import Exchange, Next, Response
+from sidecar.llm.meter import LlmMeter
 from sidecar.retry_budget import RetryBudget
 from sidecar.stages.async_jobs import NoAsyncJobs
 from sidecar.stages.cascade import Cascade
@@ -24,6 +25,8 @@ from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.stages.deadline import Deadline
 from sidecar.stages.forward import Forward
 from sidecar.stages.idempotency import Idempotency
+from sidecar.stages.llm_attempt import LlmAttempt
+from sidecar.stages.llm_budget import LlmBudget
 from sidecar.stages.pci_guard import PciGuard
 from sidecar.stages.race import Race
 from sidecar.stages.respond import Respond
@@ -71,6 +74,9 @@ class Parts:
     secrets: Stage | None = None
     rate_limit: Stage | None = None
     events: EventLog | None = None
+    #: Budgets and figures of LLM calls (SPEC §10); without it an LLM call
+    #: is proxied as any other POST.
+    llm: LlmMeter | None = None
 
 
 def standard_stages(parts: Parts) -> list[Stage]:
@@ -105,6 +111,8 @@ def resilience_stages(parts: Parts) -> list[Stage]:
         *_given(parts.secrets),
         # Outside the deadline, failover and retries: it rescues what they could not.
         SmartCache(parts.store, parts.clock, parts.cache_entry_limit),
+        # One reservation for every attempt and endpoint; before any of them.
+        *_given(LlmBudget(parts.llm) if parts.llm is not None else None),
         # Bounds everything after it: failover and every retry.
         Deadline(),
         # A race route's endpoints at once; each branch is a one-target cascade.
@@ -115,8 +123,11 @@ def resilience_stages(parts: Parts) -> list[Stage]:
         Retry(parts.clock, parts.budget),
         # Inside the retry loop, so an opening circuit stops further retries.
         CircuitBreaker(parts.store, parts.clock, events=parts.events),
-        # Last: the upstream never sees a proxy header.
+        # The upstream never sees a proxy header.
         StripHeaders(),
+        # Per attempt, last before the upstream: an LLM call's body for this
+        # endpoint, and its answer judged before retry and failover see it.
+        *_given(LlmAttempt(parts.llm, parts.max_body) if parts.llm is not None else None),
     ]
 
 

@@ -101,6 +101,10 @@ class RequestPolicy:
     webhook_callback: str | None = None
     #: X-Webhook-Retry-For: how long a background job's runs are retried.
     webhook_retry_for: float = DEFAULT_WEBHOOK_RETRY_FOR
+    #: X-LLM-Provider: the LLM API X-Target-URL (and X-Failover-URL) speak (SPEC §10).
+    llm_provider: str | None = None
+    #: X-LLM-First-Token-Timeout: a stream with no content by then is failed over.
+    llm_first_token_timeout: float | None = None
 
 
 def parse_target_url(header: str, value: str) -> str:
@@ -321,6 +325,17 @@ def _circuit_breaker(header: str, value: str) -> BreakerPolicy | None:
     return BreakerPolicy(threshold=threshold, cooldown=cooldown)
 
 
+#: The LLM wire formats an upstream may speak (SPEC §10).
+LLM_PROVIDERS = ("openai", "anthropic")
+
+
+def _llm_provider(header: str, value: str) -> str:
+    provider = value.strip().lower()
+    if provider not in LLM_PROVIDERS:
+        raise BadHeader(header, f"{value.strip()[:40]!r} is not one of {', '.join(LLM_PROVIDERS)}")
+    return provider
+
+
 #: Each header the policy reads, as it is spelled in messages, with its
 #: policy field and parser. One line per header.
 _HEADERS = (
@@ -347,6 +362,8 @@ _HEADERS = (
     ("X-Proxy-Record", "record", _switch),
     ("X-Webhook-Callback", "webhook_callback", parse_target_url),
     ("X-Webhook-Retry-For", "webhook_retry_for", _positive_duration),
+    ("X-LLM-Provider", "llm_provider", _llm_provider),
+    ("X-LLM-First-Token-Timeout", "llm_first_token_timeout", _positive_duration),
 )
 _PARSERS = {display.lower(): (display, field, parse) for display, field, parse in _HEADERS}
 

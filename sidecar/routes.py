@@ -14,12 +14,18 @@ routes`, and exported to / imported from TOML in the same shape:
     secret = "stripe"
     pci_guard = true
     race_writes = false              # let POST/PATCH race (every endpoint gets it)
+    llm_max_tokens = 4096            # LLM calls: output tokens a budget reserves
+    llm_first_token_timeout = "10s"  # X-LLM-First-Token-Timeout default
 
     [[routes.payments.endpoints]]
     url = "https://api.stripe.com"
     timeout = "5s"                   # optional, this endpoint only
     headers = { "Stripe-Version" = "2024-06-20" }
     secret = "stripe"                # optional: this endpoint's own secret
+    provider = "openai"              # optional: an LLM API, "openai" or "anthropic" (SPEC §10)
+    model = "gpt-4o-mini"            # optional, with a provider: the model used here
+    model_map = { "claude-haiku-4-5" = "gpt-4o-mini" }  # or per client model
+    price = "free"                   # optional: calls here cost nothing (a local model)
 
 Defaults are written exactly as the request headers are (the same parsers
 read them), so a route and a header never disagree about what `5m` means.
@@ -48,7 +54,7 @@ from sidecar.config import parse_rate
 from sidecar.durations import parse_duration
 from sidecar.errors import BadHeader
 from sidecar.headers import DROPPED, PROXY_NAMES, PROXY_PREFIXES
-from sidecar.policy import parse_policy, parse_target_url
+from sidecar.policy import LLM_PROVIDERS, parse_policy, parse_target_url
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -63,7 +69,12 @@ DEFAULT_KEYS = {
     "deadline": "X-Deadline",
     "smart_cache": "X-Smart-Cache",
     "circuit_breaker": "X-Circuit-Breaker",
+    "llm_first_token_timeout": "X-LLM-First-Token-Timeout",
 }
+
+#: The output tokens a budget reserves for an LLM call that names no
+#: max_tokens, and what a translated call to Anthropic asks for (SPEC §10).
+DEFAULT_LLM_MAX_TOKENS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,14 @@ class Endpoint:
     timeout: float | None = None
     #: The stored secret sent to this endpoint (its host's), before the route's.
     secret: str | None = None
+    #: The LLM API this endpoint speaks ("openai" or "anthropic"), or None: not an LLM.
+    provider: str | None = None
+    #: The model every LLM call to this endpoint uses, whatever the client named.
+    model: str | None = None
+    #: The client's model name -> this endpoint's (cross-provider failover).
+    model_map: tuple[tuple[str, str], ...] = ()
+    #: `price = "free"`: calls here cost nothing (a local model).
+    free: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +126,8 @@ class Route:
     race_writes: bool = False
     #: Per client on this route, as `N/sec|min|hour` (on top of the sidecar's own), or None.
     rate_limit: str | None = None
+    #: Output tokens reserved for an LLM call that names no max_tokens (SPEC §10).
+    llm_max_tokens: int = DEFAULT_LLM_MAX_TOKENS
 
 
 def encode(route: Route) -> bytes:
@@ -121,6 +142,7 @@ def encode(route: Route) -> bytes:
                     "headers": [list(h) for h in e.headers],
                     "timeout": e.timeout,
                     "secret": e.secret,
+                    **_llm_fields(e),
                 }
                 for e in route.endpoints
             ],
@@ -129,8 +151,23 @@ def encode(route: Route) -> bytes:
             "pci_guard": route.pci_guard,
             "race_writes": route.race_writes,
             "rate_limit": route.rate_limit,
+            "llm_max_tokens": route.llm_max_tokens,
         }
     )
+
+
+def _llm_fields(endpoint: Endpoint) -> dict[str, Any]:
+    """An endpoint's LLM settings as stored: only those it has, so older routes read alike."""
+    fields: dict[str, Any] = {}
+    if endpoint.provider is not None:
+        fields["provider"] = endpoint.provider
+    if endpoint.model is not None:
+        fields["model"] = endpoint.model
+    if endpoint.model_map:
+        fields["model_map"] = [list(pair) for pair in endpoint.model_map]
+    if endpoint.free:
+        fields["free"] = True
+    return fields
 
 
 def decode(data: bytes) -> Route:
@@ -142,6 +179,10 @@ def decode(data: bytes) -> Route:
             headers=tuple((str(n), str(v)) for n, v in e.get("headers", ())),
             timeout=None if e.get("timeout") is None else float(e["timeout"]),
             secret=e.get("secret"),
+            provider=e.get("provider"),
+            model=e.get("model"),
+            model_map=tuple((str(a), str(b)) for a, b in e.get("model_map", ())),
+            free=bool(e.get("free", False)),
         )
         for e in raw["endpoints"]
     )
@@ -154,6 +195,7 @@ def decode(data: bytes) -> Route:
         pci_guard=bool(raw.get("pci_guard", True)),
         race_writes=bool(raw.get("race_writes", False)),
         rate_limit=raw.get("rate_limit"),
+        llm_max_tokens=int(raw.get("llm_max_tokens", DEFAULT_LLM_MAX_TOKENS)),
     )
 
 
@@ -173,9 +215,12 @@ _ROUTE_KEYS = (
     "pci_guard",
     "race_writes",
     "rate_limit",
+    "llm_max_tokens",
     "endpoints",
 )
-_ENDPOINT_KEYS = ("url", "timeout", "headers", "secret")
+_ENDPOINT_KEYS = ("url", "timeout", "headers", "secret", "provider", "model", "model_map", "price")
+#: The most output tokens a route may reserve per LLM call (no model offers more).
+MAX_LLM_MAX_TOKENS = 1_000_000
 #: RFC 9110 §5.6.2 token: what a header name may be made of.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -252,6 +297,13 @@ def parse_route(name: str, table: Mapping[str, Any]) -> Route:
     if race_writes and strategy != "race":
         raise at("race_writes")('only means something with strategy = "race"')
     rate_limit = _rate_limit(table.get("rate_limit"), at("rate_limit"))
+    llm_max_tokens = table.get("llm_max_tokens", DEFAULT_LLM_MAX_TOKENS)
+    if (
+        not isinstance(llm_max_tokens, int)
+        or isinstance(llm_max_tokens, bool)
+        or not 1 <= llm_max_tokens <= MAX_LLM_MAX_TOKENS
+    ):
+        raise at("llm_max_tokens")(f"must be a whole number from 1 to {MAX_LLM_MAX_TOKENS}")
 
     return Route(
         name=name,
@@ -262,6 +314,7 @@ def parse_route(name: str, table: Mapping[str, Any]) -> Route:
         pci_guard=pci_guard,
         race_writes=race_writes,
         rate_limit=rate_limit,
+        llm_max_tokens=llm_max_tokens,
     )
 
 
@@ -315,12 +368,50 @@ def _parse_endpoint(table: object, fail: _Fail) -> Endpoint:
         if seconds <= 0:
             raise fail("timeout: must be longer than zero")
     secret = _secret_name(table.get("secret"), lambda reason: fail(f"secret: {reason}"))
+    provider = table.get("provider")
+    if provider is not None and provider not in LLM_PROVIDERS:
+        raise fail(f"provider: {_shown(str(provider))} is not one of {', '.join(LLM_PROVIDERS)}")
+    model = _model_name(table.get("model"), lambda reason: fail(f"model: {reason}"))
+    model_map = _model_map(table.get("model_map", {}), fail)
+    price = table.get("price")
+    if price is not None and price != "free":
+        raise fail('price: the only price an endpoint sets is "free" (prices go in [llm.prices])')
+    if provider is None and (model is not None or model_map or price is not None):
+        raise fail("model, model_map and price need a provider (openai or anthropic)")
     return Endpoint(
         url=url,
         headers=_endpoint_headers(table.get("headers", {}), fail),
         timeout=seconds,
         secret=secret,
+        provider=provider,
+        model=model,
+        model_map=model_map,
+        free=price == "free",
     )
+
+
+def _model_name(value: object, fail: Callable[[str], RouteError]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise fail("must be a model name (a non-empty string)")
+    if not value.isascii() or any(ord(c) < 33 or ord(c) == 127 for c in value):
+        raise fail("must be printable ASCII without spaces")
+    return value
+
+
+def _model_map(table: object, fail: _Fail) -> tuple[tuple[str, str], ...]:
+    """`model_map = { "gpt-4o-mini" = "claude-haiku-4-5" }`: the client's model -> this endpoint's."""
+    if not isinstance(table, Mapping):
+        raise fail('model_map: must be a table such as { "gpt-4o-mini" = "claude-haiku-4-5" }')
+    pairs = []
+    for name, value in table.items():
+        where = f"model_map: {_shown(str(name))}"
+        source = _model_name(name, lambda reason: fail(f"{where}: {reason}"))
+        target = _model_name(value, lambda reason: fail(f"{where}: {reason}"))
+        assert source is not None and target is not None
+        pairs.append((source, target))
+    return tuple(pairs)
 
 
 def _endpoint_headers(table: object, fail: _Fail) -> Headers:
@@ -429,6 +520,8 @@ def route_to_table(route: Route) -> dict[str, Any]:
         table["race_writes"] = True
     if route.rate_limit is not None:
         table["rate_limit"] = route.rate_limit
+    if route.llm_max_tokens != DEFAULT_LLM_MAX_TOKENS:
+        table["llm_max_tokens"] = route.llm_max_tokens
     table["endpoints"] = [_endpoint_table(endpoint) for endpoint in route.endpoints]
     return table
 
@@ -441,6 +534,14 @@ def _endpoint_table(endpoint: Endpoint) -> dict[str, Any]:
         table["headers"] = dict(endpoint.headers)
     if endpoint.secret is not None:
         table["secret"] = endpoint.secret
+    if endpoint.provider is not None:
+        table["provider"] = endpoint.provider
+    if endpoint.model is not None:
+        table["model"] = endpoint.model
+    if endpoint.model_map:
+        table["model_map"] = dict(endpoint.model_map)
+    if endpoint.free:
+        table["price"] = "free"
     return table
 
 
@@ -483,11 +584,16 @@ def table_from_flags(
     pci_guard: bool = True,
     race_writes: bool = False,
     rate_limit: str | None = None,
+    provider: str | None = None,
+    llm_max_tokens: int | None = None,
+    llm_first_token_timeout: str | None = None,
 ) -> dict[str, Any]:
     """The route table that `mirapi routes add` flags describe, for `parse_route`.
 
     A breaker threshold or cooldown turns the breaker on. `endpoint_secrets`
     pair with `endpoints` by position; "-" (or running out) means none.
+    `provider` applies to every endpoint given (a route mixing providers is
+    written in TOML).
     """
     if len(endpoint_secrets) > len(endpoints):
         raise RouteError(
@@ -507,6 +613,8 @@ def table_from_flags(
             ("smart_cache", smart_cache),
             ("secret", secret),
             ("rate_limit", rate_limit),
+            ("llm_max_tokens", llm_max_tokens),
+            ("llm_first_token_timeout", llm_first_token_timeout),
         )
         if value is not None
     }
@@ -525,4 +633,7 @@ def table_from_flags(
     for endpoint, name in zip(table["endpoints"], endpoint_secrets, strict=False):
         if name != "-":
             endpoint["secret"] = name
+    if provider is not None:
+        for endpoint in table["endpoints"]:
+            endpoint["provider"] = provider
     return table

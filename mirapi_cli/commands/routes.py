@@ -123,6 +123,23 @@ def add(
         str | None,
         typer.Option(metavar="N/PER", help="Per client on this route, e.g. 100/min (429 past it)."),
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            metavar="openai|anthropic",
+            help="The LLM API every --endpoint speaks: usage, cost, budgets, safe streams.",
+        ),
+    ] = None,
+    llm_max_tokens: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Output tokens a budget reserves when a call names none."),
+    ] = None,
+    llm_first_token_timeout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="D", help="Fail a stream over with no content by then (LLM routes)."
+        ),
+    ] = None,
     replace: ReplaceOption = False,
     as_json: JsonOption = False,
     redis: RedisOption = None,
@@ -151,6 +168,9 @@ def add(
             pci_guard=not no_pci_guard,
             race_writes=race_writes,
             rate_limit=rate_limit,
+            provider=provider,
+            llm_max_tokens=llm_max_tokens,
+            llm_first_token_timeout=llm_first_token_timeout,
         )
         route = routes.parse_route(name, table)
     except routes.RouteError as error:
@@ -385,6 +405,8 @@ _FLAGS = {
     "endpoint_secrets": "--endpoint-secret",
     "race_writes": "--race-writes",
     "rate_limit": "--rate-limit",
+    "llm_max_tokens": "--llm-max-tokens",
+    "llm_first_token_timeout": "--llm-first-token-timeout",
     "endpoints": "--endpoint",
 }
 
@@ -408,6 +430,10 @@ def route_json(route: Route) -> dict[str, Any]:
                 "headers": dict(e.headers),
                 "timeout": None if e.timeout is None else format_duration(e.timeout),
                 "secret": e.secret,
+                "provider": e.provider,
+                "model": e.model,
+                "model_map": dict(e.model_map),
+                "price": "free" if e.free else None,
             }
             for e in route.endpoints
         ],
@@ -416,6 +442,7 @@ def route_json(route: Route) -> dict[str, Any]:
         "pci_guard": route.pci_guard,
         "race_writes": route.race_writes,
         "rate_limit": route.rate_limit,
+        "llm_max_tokens": route.llm_max_tokens,
     }
 
 
@@ -428,6 +455,10 @@ def _route_table(route: Route) -> RenderableType:
         extras = [f"timeout {format_duration(e.timeout)}"] if e.timeout is not None else []
         extras += [f"{name}: {value}" for name, value in e.headers]
         extras += [f"secret {e.secret}"] if e.secret is not None else []
+        extras += [f"provider {e.provider}"] if e.provider is not None else []
+        extras += [f"model {e.model}"] if e.model is not None else []
+        extras += [f"model {a} -> {b}" for a, b in e.model_map]
+        extras += ["price free"] if e.free else []
         rows[f"endpoint {n}"] = "\n".join([e.url, *(f"  {x}" for x in extras)])
     keys = {header: key for key, header in DEFAULT_KEYS.items()}
     for header, value in route.defaults.headers:

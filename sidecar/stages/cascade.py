@@ -5,7 +5,10 @@ a route's endpoints in order (the `priority` strategy, and a `race` that
 may not race). A target that answers with a retryable status, gives no
 response at all, or whose circuit breaker is open hands over to the next;
 the last one's outcome is what the client gets (an open circuit there
-propagates as `503 circuit_open`, for the smart cache to rescue). Each
+propagates as `503 circuit_open`, for the smart cache to rescue). An LLM
+endpoint's refusal that moves the call on (`EndpointRefused`: a quota or
+context-length error) hands over too, and is answered as it came when it
+was the last endpoint's. Each
 target gets its own retries and breaker, since both sit inside this stage.
 
 Served by a later target with a status below 400: `X-Rescued: failover` for
@@ -14,7 +17,7 @@ X-Failover-URL, `X-Rescued: cascade_fallback` for a route's endpoint.
 
 from __future__ import annotations
 
-from sidecar.errors import CircuitOpen, MirApiError, UpstreamFailure
+from sidecar.errors import CircuitOpen, EndpointRefused, MirApiError, UpstreamFailure
 from sidecar.exchange import CIRCUIT_OPEN_OUTCOME, Exchange, Next, Response
 
 
@@ -30,9 +33,13 @@ class Cascade:
             try:
                 response = await call_next(exchange)
             except UpstreamFailure as failure:
-                if index == last:
-                    raise final_error(exchange.attempt_log, failure) from None
-                continue
+                if index < last:
+                    continue
+                if isinstance(failure, EndpointRefused) and failure.answer is not None:
+                    # Nothing left to try: the upstream's own refusal is the answer.
+                    exchange.answered_by = url
+                    return failure.answer
+                raise final_error(exchange.attempt_log, failure) from None
             except CircuitOpen:
                 if index == last:
                     raise

@@ -79,8 +79,11 @@ class CircuitBreaker:
         # does an error the sidecar raised before reaching the host.
         try:
             response = await call_next(exchange)
-        except UpstreamFailure:
-            await self._record(exchange, host, False, breaker.threshold, probe, None)
+        except UpstreamFailure as failure:
+            if failure.counts_against_host:
+                # An LLM quota error opens the breaker at once: retrying cannot help.
+                threshold = 1 if failure.opens_breaker else breaker.threshold
+                await self._record(exchange, host, False, threshold, probe, None)
             raise
         success = not counts_as_failure(response.status)
         if not (success and clean):

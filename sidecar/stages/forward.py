@@ -9,7 +9,7 @@ are laid last, over both.
 from __future__ import annotations
 
 from sidecar.exchange import Exchange, Response
-from sidecar.headers import with_endpoint_headers
+from sidecar.headers import with_endpoint_headers, with_secret_headers
 from sidecar.upstream import UpstreamClient
 
 
@@ -21,11 +21,12 @@ class Forward:
 
     async def __call__(self, exchange: Exchange) -> Response:
         headers = with_endpoint_headers(exchange.upstream_headers or [], exchange.options.headers)
-        headers = with_endpoint_headers(headers, exchange.secret_headers.get(exchange.target, ()))
+        headers = with_secret_headers(headers, exchange.secret_headers.get(exchange.target, ()))
+        body = exchange.attempt_body
         return await self._client.send(
             exchange.method,
-            exchange.target,
+            exchange.attempt_url or exchange.target,
             headers,
-            exchange.body,
+            exchange.body if body is None else body,
             exchange.attempt_timeout,
         )

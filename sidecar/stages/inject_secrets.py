@@ -102,7 +102,7 @@ class InjectSecrets:
     async def __call__(self, exchange: Exchange, call_next: Next) -> Response:
         plan = await self.plan(exchange)
         if plan:
-            exchange.secret_headers = plan
+            exchange.secret_headers = _as_providers_take_them(exchange, plan)
         return await call_next(exchange)
 
     async def plan(self, exchange: Exchange) -> dict[str, InjectedHeaders]:
@@ -211,6 +211,49 @@ class InjectSecrets:
                 f"stored secret {secret.name!r} is unusable; add it again",
                 code="secret_invalid",
             ) from None
+
+
+#: Anthropic's API version header, sent with an injected key when the client sent none.
+ANTHROPIC_VERSION = ("anthropic-version", "2023-06-01")
+
+
+def _as_providers_take_them(
+    exchange: Exchange, plan: dict[str, InjectedHeaders]
+) -> dict[str, InjectedHeaders]:
+    """The plan with a Bearer key to an `anthropic` endpoint sent as Anthropic takes it.
+
+    Anthropic reads its key from `x-api-key` (SPEC §10), plus
+    `anthropic-version`, which a client calling an OpenAI-format API never
+    sends. A secret stored with a header of its own is left as it is.
+    """
+    header_mode = exchange.policy.llm_provider
+    if header_mode != "anthropic" and not any(
+        option.provider == "anthropic" for option in exchange.target_options
+    ):
+        return plan
+    for index, url in enumerate(exchange.targets):
+        injected = plan.get(url)
+        provider = (
+            exchange.target_options[index].provider
+            if index < len(exchange.target_options)
+            else header_mode
+        )
+        if injected is None or provider != "anthropic":
+            continue
+        plan[url] = tuple(_anthropic_header(exchange, injected))
+    return plan
+
+
+def _anthropic_header(exchange: Exchange, injected: InjectedHeaders) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    for name, value in injected:
+        if name == "authorization" and value.startswith("Bearer "):
+            headers.append(("x-api-key", value[len("Bearer ") :]))
+            if exchange.header("anthropic-version") is None:
+                headers.append(ANTHROPIC_VERSION)
+        else:
+            headers.append((name, value))
+    return headers
 
 
 def _endpoint_at(exchange: Exchange, index: int) -> Endpoint | None:

@@ -69,6 +69,8 @@ def branch(exchange: Exchange, index: int) -> Exchange:
         rescue=None,
         answered_by="",
         attempt_log=[],
+        # Each branch learns its own LLM answer; the winner's becomes the call's.
+        llm=dataclasses.replace(exchange.llm) if exchange.llm is not None else None,
     )
 
 
@@ -151,6 +153,7 @@ class _Run:
         await self._discard_all_but(index)
         winner = self.branches[index]
         self.exchange.aim(index)
+        self.exchange.llm = winner.llm
         self.exchange.answered_by = winner.answered_by or winner.target
         self.exchange.rescue = winner.rescue
         response = _response(self.outcomes[index])
@@ -167,6 +170,7 @@ class _Run:
         chosen = answered[-1]
         await self._discard_all_but(chosen)
         self.exchange.aim(chosen)
+        self.exchange.llm = self.branches[chosen].llm
         self.exchange.answered_by = self.exchange.target
         return _response(self.outcomes[chosen])
 

@@ -7,7 +7,12 @@ Checked in order:
 2. Path mode `/r/NAME/<rest>` — the same, with `<rest>` (and the query)
    appended to each endpoint. Needs no proxy header at all, so an SDK can
    use a route by changing only its base URL.
-3. `X-Target-URL`, with `X-Failover-URL` after it.
+3. `X-Target-URL`, with `X-Failover-URL` after it (`X-LLM-Provider` says
+   which LLM API they speak).
+
+Once the targets are known, a `POST …/chat/completions` or `…/messages`
+to targets that name a provider becomes an LLM call (`exchange.llm`, SPEC
+§10); every other request is proxied as it is.
 
 A name no route has: `404 route_not_found`, once the lookup has looked at
 the store again (a route added a moment ago is served, SPEC §11; a
@@ -42,6 +47,7 @@ from typing import Protocol, runtime_checkable
 from sidecar.errors import BadHeader, BadRequest, NoTarget, NotFound, RouteInvalid
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
 from sidecar.headers import endpoint_headers
+from sidecar.llm.call import detect_llm_call
 from sidecar.policy import RequestPolicy, parse_policy, url_problem
 from sidecar.routes import DEFAULT_KEYS, PATH_MODE_PREFIX, Route
 
@@ -130,6 +136,10 @@ def route_targets(
         TargetOptions(
             headers=endpoint_headers(e.headers),
             timeout=None if request_timeout else e.timeout,
+            provider=e.provider,
+            model=e.model,
+            model_map=e.model_map,
+            free=e.free,
         )
         for e in route.endpoints
     )
@@ -147,11 +157,13 @@ class Routing:
         if policy.route_key is not None:
             route = await self._find(policy.route_key)
             self._use_route(exchange, policy.route_key, route)
+            exchange.llm = detect_llm_call(exchange)
             return await call_next(exchange)
         path_mode = split_path_mode(exchange.path)
         if path_mode is not None:
             name, exchange.path = path_mode
             self._use_route(exchange, name, await self._find(name))
+            exchange.llm = detect_llm_call(exchange)
             return await call_next(exchange)
         if policy.target_url is None:
             raise NoTarget()
@@ -160,6 +172,11 @@ class Routing:
             join_target(url, exchange.path, exchange.query) for url in policy.failover_urls
         )
         exchange.targets = (primary, *failover)
+        if policy.llm_provider is not None:
+            # Header mode: X-LLM-Provider names what every target speaks.
+            llm_target = TargetOptions(provider=policy.llm_provider)
+            exchange.target_options = (llm_target,) * len(exchange.targets)
+            exchange.llm = detect_llm_call(exchange)
         return await call_next(exchange)
 
     async def _find(self, name: str) -> Route | None:

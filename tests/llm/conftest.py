@@ -1,0 +1,66 @@
+"""An in-process sidecar in front of fake LLM providers, for the official async SDKs.
+
+The sidecar is the real ASGI app on Hypercorn (tests/support/servers.py);
+the providers speak the real wire formats (tests/llm/providers.py), each on
+a loopback address of its own (127.0.0.2, .3, ...) so a secret matched by
+host reaches only its own. The SDKs under test are `openai.AsyncOpenAI` and
+`anthropic.AsyncAnthropic`, unmodified but for their base URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from sidecar import routes
+from sidecar.app import Sidecar
+from sidecar.egress import EgressPolicy
+from sidecar.llm.prices import parse_price_overrides
+from tests.conftest import make_settings
+from tests.llm.providers import AnthropicProvider, OpenAIProvider, serving
+from tests.support.servers import serving as serving_sidecar
+
+#: Test prices, USD per million tokens, so every cost below is known exactly.
+PRICES = {
+    "openai/gpt-test": {"input": 2.5, "output": 10, "cache_read": 1.25},
+    "anthropic/claude-test": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75},
+}
+
+
+@dataclass
+class Gateway:
+    """The sidecar under test and the providers behind it."""
+
+    url: str
+    app: Sidecar
+    openai: OpenAIProvider
+    openai_backup: OpenAIProvider
+    anthropic: AnthropicProvider
+    anthropic_backup: AnthropicProvider
+
+    async def routes(self, toml: str) -> None:
+        """Store the routes of `toml` (as `mirapi routes import` would) and load them."""
+        for route in routes.routes_from_toml(toml):
+            await self.app.store.record_put("routes", route.name, routes.encode(route), True)
+        await self.app.routes.refresh()
+
+    def http(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(timeout=20)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    settings = make_settings(tmp_path, llm=parse_price_overrides(PRICES))
+    app = Sidecar(settings, egress=EgressPolicy(allow_private=True))
+    async with (
+        serving(OpenAIProvider(), "127.0.0.2") as openai,
+        serving(OpenAIProvider(), "127.0.0.3") as openai_backup,
+        serving(AnthropicProvider(), "127.0.0.4") as anthropic,
+        serving(AnthropicProvider(), "127.0.0.5") as anthropic_backup,
+        serving_sidecar(app) as url,
+    ):
+        yield Gateway(url, app, openai, openai_backup, anthropic, anthropic_backup)  # type: ignore[arg-type]

@@ -1,0 +1,264 @@
+"""LLM calls through the sidecar with the official SDKs (SPEC §10, issue 17).
+
+Usage and cost headers, the unchanged body, the hidden usage chunk, safe
+streams (failover before the first content, an in-band error after it),
+the failover rules, and Anthropic's key header.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import openai
+import pytest
+
+from tests.llm.conftest import Gateway
+from tests.llm.providers import USAGE, cut, error_event, slow, status
+
+OPENAI_ROUTE = """
+[routes.chat]
+[[routes.chat.endpoints]]
+url = "{a}"
+provider = "openai"
+[[routes.chat.endpoints]]
+url = "{b}"
+provider = "openai"
+"""
+
+ANTHROPIC_ROUTE = """
+[routes.claude]
+[[routes.claude.endpoints]]
+url = "{a}"
+provider = "anthropic"
+[[routes.claude.endpoints]]
+url = "{b}"
+provider = "anthropic"
+"""
+
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+async def openai_route(gateway: Gateway, extra: str = "") -> openai.AsyncOpenAI:
+    await gateway.routes(
+        OPENAI_ROUTE.format(a=gateway.openai.url, b=gateway.openai_backup.url).replace(
+            "[routes.chat]\n", f"[routes.chat]\n{extra}\n"
+        )
+    )
+    return openai.AsyncOpenAI(
+        base_url=f"{gateway.url}/r/chat/v1", api_key="placeholder", max_retries=0,
+        http_client=gateway.http(),
+    )
+
+
+async def anthropic_route(gateway: Gateway) -> anthropic.AsyncAnthropic:
+    await gateway.routes(
+        ANTHROPIC_ROUTE.format(a=gateway.anthropic.url, b=gateway.anthropic_backup.url)
+    )
+    return anthropic.AsyncAnthropic(
+        base_url=f"{gateway.url}/r/claude", api_key="placeholder", max_retries=0,
+        http_client=gateway.http(),
+    )
+
+
+# -- usage, cost, the body ------------------------------------------------------------
+
+
+async def test_a_json_call_reports_usage_and_cost_and_passes_the_body_unchanged(
+    gateway: Gateway,
+) -> None:
+    client = await openai_route(gateway)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-test", messages=MESSAGES, max_tokens=100  # type: ignore[arg-type]
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == "Hello there"
+    assert raw.headers["x-llm-provider"] == "openai"
+    assert raw.headers["x-llm-model"] == "gpt-test"
+    assert raw.headers["x-llm-usage"] == "input=1000; output=50; cache-read=200; cache-write=0"
+    # 800 uncached at 2.5, 200 cached at 1.25, 50 out at 10 (USD per million).
+    assert raw.headers["x-llm-cost"] == "0.00275"
+    sent = gateway.openai.calls[-1]
+    assert sent.json == {"model": "gpt-test", "messages": MESSAGES, "max_tokens": 100}
+
+
+async def test_an_anthropic_call_reports_its_cache_tokens(gateway: Gateway) -> None:
+    client = await anthropic_route(gateway)
+    raw = await client.messages.with_raw_response.create(
+        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+    )
+    assert raw.parse().content[0].text == "Hello there"  # type: ignore[union-attr]
+    assert raw.headers["x-llm-usage"] == "input=1000; output=50; cache-read=200; cache-write=0"
+    # 800 at 3, 200 read at 0.3, 50 out at 15.
+    assert raw.headers["x-llm-cost"] == "0.00321"
+
+
+async def test_a_stream_hides_the_usage_chunk_it_asked_for_and_closes_with_the_figures(
+    gateway: Gateway,
+) -> None:
+    client = await openai_route(gateway)
+    async with gateway.http() as http:
+        response = await http.post(
+            f"{gateway.url}/r/chat/v1/chat/completions",
+            json={"model": "gpt-test", "messages": MESSAGES, "stream": True},
+        )
+    body = response.text
+    assert response.headers["x-llm-provider"] == "openai"
+    sent = gateway.openai.calls[-1].json
+    assert sent["stream_options"] == {"include_usage": True}
+    # The client did not ask for usage: no usage-only chunk reaches it.
+    chunks = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: {")]
+    assert all(chunk["choices"] for chunk in chunks)
+    comment = next(line for line in body.splitlines() if line.startswith(": mirapi-llm "))
+    figures = json.loads(comment[len(": mirapi-llm ") :])
+    assert figures["usage"]["output"] == USAGE["output"]
+    assert figures["cost_usd"] == pytest.approx(0.00275)
+    assert body.rstrip().endswith("data: [DONE]")
+    assert body.index(": mirapi-llm") < body.index("data: [DONE]")
+    # And the SDK reads such a stream as any other.
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hello there"
+
+
+async def test_a_client_that_asks_for_usage_gets_its_usage_chunk(gateway: Gateway) -> None:
+    client = await openai_route(gateway)
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )
+    usage = [chunk.usage async for chunk in stream if chunk.usage is not None]
+    assert [u.completion_tokens for u in usage] == [USAGE["output"]]
+
+
+# -- safe streams ------------------------------------------------------------------------
+
+
+async def test_an_error_event_before_the_first_content_fails_over_unseen(
+    gateway: Gateway,
+) -> None:
+    client = await openai_route(gateway)
+    gateway.openai.plan(error_event("server_error"))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+    )
+    stream = await raw.parse()
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hello there"
+    assert raw.headers["x-rescued"] == "cascade_fallback"
+    assert len(gateway.openai.calls) == 1 and len(gateway.openai_backup.calls) == 1
+
+
+async def test_anthropic_overloaded_in_the_stream_fails_over_and_get_final_text_works(
+    gateway: Gateway,
+) -> None:
+    client = await anthropic_route(gateway)
+    gateway.anthropic.plan(error_event("overloaded_error"))
+    async with client.messages.stream(
+        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+    ) as stream:
+        assert await stream.get_final_text() == "Hello there"
+    assert len(gateway.anthropic_backup.calls) == 1
+
+
+async def test_a_stream_cut_after_content_makes_the_sdk_raise(gateway: Gateway) -> None:
+    client = await openai_route(gateway)
+    gateway.openai.plan(cut(after=1))
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    # Committed to the first endpoint: the backup was never asked.
+    assert gateway.openai_backup.calls == []
+
+
+async def test_an_anthropic_stream_cut_makes_the_sdk_raise(gateway: Gateway) -> None:
+    client = await anthropic_route(gateway)
+    gateway.anthropic.plan(cut(after=2))
+    with pytest.raises(anthropic.APIError):
+        async with client.messages.stream(
+            model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+        ) as stream:
+            await stream.get_final_text()
+
+
+async def test_no_first_content_in_time_fails_over(gateway: Gateway) -> None:
+    client = await openai_route(gateway, 'llm_first_token_timeout = "300ms"')
+    gateway.openai.plan(slow(3))
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hello there"
+    assert len(gateway.openai_backup.calls) == 1
+
+
+# -- failover rules -------------------------------------------------------------------------
+
+
+async def test_anthropic_529_fails_over(gateway: Gateway) -> None:
+    client = await anthropic_route(gateway)
+    gateway.anthropic.plan(status(529, "overloaded_error"))
+    raw = await client.messages.with_raw_response.create(
+        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+    )
+    assert raw.headers["x-rescued"] == "cascade_fallback"
+    assert raw.headers["x-llm-cost"] == "0.00321"
+
+
+async def test_a_quota_error_moves_on_at_once_and_opens_the_breaker(gateway: Gateway) -> None:
+    client = await openai_route(gateway, 'retry = 3\nretry_delay = "1ms"\ncircuit_breaker = "on"')
+    gateway.openai.plan(status(429, "insufficient_quota"))
+    completion = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES  # type: ignore[arg-type]
+    )
+    assert completion.choices[0].message.content == "Hello there"
+    assert len(gateway.openai.calls) == 1  # no retry of a spent quota
+    # Its breaker is open: the next call goes straight to the backup.
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(gateway.openai.calls) == 1 and len(gateway.openai_backup.calls) == 2
+
+
+async def test_a_context_length_error_moves_on_without_retrying(gateway: Gateway) -> None:
+    client = await openai_route(gateway, 'retry = 3\nretry_delay = "1ms"')
+    gateway.openai.plan(status(400, "context_length_exceeded"))
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(gateway.openai.calls) == 1 and len(gateway.openai_backup.calls) == 1
+
+
+async def test_when_every_endpoint_fails_the_sdk_gets_the_last_real_failure(
+    gateway: Gateway,
+) -> None:
+    client = await openai_route(gateway)
+    gateway.openai.plan(status(400, "context_length_exceeded"))
+    gateway.openai_backup.plan(status(400, "context_length_exceeded"))
+    with pytest.raises(openai.BadRequestError) as raised:
+        await client.chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    assert raised.value.code == "context_length_exceeded"
+
+
+# -- Anthropic's key -------------------------------------------------------------------------
+
+
+async def test_a_stored_secret_goes_to_anthropic_as_x_api_key(gateway: Gateway) -> None:
+    from sidecar import secrets
+    from sidecar.vault import Vault
+
+    passphrase = "llm suite passphrase"
+    token = await Vault().encrypt(passphrase, "sk-ant-real", "claude")
+    secret = secrets.parse_secret("claude", "127.0.0.4", token)
+    await gateway.app.store.record_put("secrets", "claude", secrets.encode(secret), True)
+    await gateway.app.secrets.refresh()
+    client = await anthropic_route(gateway)
+    await client.messages.create(
+        model="claude-test", max_tokens=10, messages=MESSAGES,  # type: ignore[arg-type]
+        extra_headers={"X-Proxy-Master-Key": passphrase},
+    )
+    sent = gateway.anthropic.calls[-1].headers
+    assert sent["x-api-key"] == "sk-ant-real"
+    assert "authorization" not in sent  # the SDK's placeholder never leaves
+    assert sent["anthropic-version"]  # the SDK's own, kept
