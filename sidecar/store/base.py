@@ -12,6 +12,7 @@ it uses:
     jobs.JobStore                 async jobs, the webhook secret (durable)
     logs.LogWriter / LogReader    events, request records, stats
     fleet.FleetStore              heartbeats and change notices (SPEC §11)
+    budgets.BudgetStore           LLM budgets, reservations and spend (SPEC §10)
 
 Backends (SPEC §7), each a package with a module per capability: `memory`
 (one process), `embedded` (memory for the hot path, SQLite in the data dir
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sidecar.store.breaker import Admission, BreakerState, BreakerStatus, BreakerStore
+from sidecar.store.budgets import Budget, BudgetStore, Refusal, SpendRow
 from sidecar.store.cache import CacheStore, Headers, StoredResponse
 from sidecar.store.fleet import FleetStore, Heartbeat
 from sidecar.store.idempotency import (
@@ -72,6 +74,8 @@ __all__ = [
     "BreakerState",
     "BreakerStatus",
     "BreakerStore",
+    "Budget",
+    "BudgetStore",
     "CacheStore",
     "Claim",
     "ClaimOutcome",
@@ -87,6 +91,8 @@ __all__ = [
     "NamedRecordStore",
     "RateDecision",
     "RateStore",
+    "Refusal",
+    "SpendRow",
     "Store",
     "StoreHealth",
     "StoredResponse",
@@ -134,6 +140,7 @@ class Store(
     LogWriter,
     LogReader,
     FleetStore,
+    BudgetStore,
     Protocol,
 ):
     """Every capability: what a backend implements, and what wiring hands out."""

@@ -38,6 +38,7 @@ from pathlib import Path
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
 from sidecar.store.base import StoreHealth
+from sidecar.store.embedded.budgets import EmbeddedBudgets
 from sidecar.store.embedded.database import Database
 from sidecar.store.embedded.fleet import EmbeddedFleet
 from sidecar.store.embedded.jobs import EmbeddedJobs
@@ -72,6 +73,7 @@ class EmbeddedStore(
     EmbeddedJobs,
     EmbeddedLogs,
     EmbeddedFleet,
+    EmbeddedBudgets,
 ):
     """The memory store written behind to one SQLite file (`path` None: memory only)."""
 

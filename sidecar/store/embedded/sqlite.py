@@ -24,6 +24,7 @@ Tables:
     stats        hour, name, value (one counter of one hour bucket)
     fleet        id, listed_until, data (sidecar.store.fleet.encode(): the
                  sidecars' heartbeats)
+    llm_*        LLM budgets, reservations and spend (see embedded/budgets.py)
 
 The schema version is SQLite's `user_version`; `MIGRATIONS[n]` takes a file
 from version n to n + 1, all steps in one transaction at open, so a file
@@ -132,6 +133,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             listed_until REAL NOT NULL,
             data BLOB NOT NULL
         )""",
+    ),
+    # 6 -> 7: LLM budgets, their reservations and the spend per scope and day.
+    (
+        """CREATE TABLE IF NOT EXISTS llm_budgets (
+            scope TEXT PRIMARY KEY,
+            limit_nano INTEGER NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS llm_spend (
+            day TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            spent_nano INTEGER NOT NULL DEFAULT 0,
+            reserved_nano INTEGER NOT NULL DEFAULT 0,
+            requests INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, scope)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS llm_held (
+            id TEXT PRIMARY KEY,
+            day TEXT NOT NULL,
+            amount_nano INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            scopes TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS llm_held_day_expires_at ON llm_held (day, expires_at)",
+        """CREATE TABLE IF NOT EXISTS llm_finished (
+            id TEXT PRIMARY KEY,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS llm_finished_at ON llm_finished (at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from sidecar.clock import Clock
 from sidecar.store.base import StoreHealth
 from sidecar.store.memory.breaker import MemoryBreakers
+from sidecar.store.memory.budgets import MemoryBudgets
 from sidecar.store.memory.cache import MemoryCache
 from sidecar.store.memory.fleet import MemoryFleet
 from sidecar.store.memory.idempotency import EXPIRY_CHECK, RESULT_TTL, MemoryIdempotency
@@ -42,6 +43,7 @@ class MemoryStore(
     MemoryJobs,
     MemoryLogs,
     MemoryFleet,
+    MemoryBudgets,
 ):
     """A complete `Store` in memory; nothing survives the process."""
 

@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError, RedisError
 from sidecar.clock import Clock
 from sidecar.store.base import StoreHealth
 from sidecar.store.redis.breaker import RedisBreakers
+from sidecar.store.redis.budgets import RedisBudgets
 from sidecar.store.redis.cache import RedisCache
 from sidecar.store.redis.client import GC_GRACE, hash_tag, millis, safe_cause
 from sidecar.store.redis.fleet import RedisFleet
@@ -59,6 +60,7 @@ class RedisStore(
     RedisJobs,
     RedisLogs,
     RedisFleet,
+    RedisBudgets,
 ):
     """The `Store` on one Redis server, shared by every sidecar pointed at it.
 

@@ -22,7 +22,10 @@ shared only, StoreUnavailable while degraded (a 503, never a guess):
   - log reads (`events tail`, `replay`, `stats`): the shared state or an
     error, never the local part;
   - the fleet (heartbeats, change notices): a heartbeat kept locally would
-    tell the CLI nothing; the sidecar's heartbeat and listener retry.
+    tell the CLI nothing; the sidecar's heartbeat and listener retry;
+  - LLM budgets (budgets, reservations, spend): a budget checked against
+    one sidecar's local state would not hold across sidecars, so an LLM
+    call that needs a budget answers 503 while Redis is lost.
 
 Adding a capability: put its Protocol in `FallsBack` or `SharedOnly` below.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from sidecar.store.breaker import BreakerStore
+from sidecar.store.budgets import BudgetStore
 from sidecar.store.cache import CacheStore
 from sidecar.store.fleet import FleetStore
 from sidecar.store.jobs import JobStore
@@ -48,7 +52,7 @@ class FallsBack(CacheStore, BreakerStore, RateStore, LogWriter, Protocol):
     """Answered by Redis while it answers, else (and until it answers again) locally."""
 
 
-class SharedOnly(NamedRecordStore, JobStore, LogReader, FleetStore, Protocol):
+class SharedOnly(NamedRecordStore, JobStore, LogReader, FleetStore, BudgetStore, Protocol):
     """Answered by Redis alone: StoreUnavailable while it is lost."""
 
 

@@ -1,0 +1,1 @@
+"""LLM calls (SPEC §10): usage, cost, budgets, safe streams."""
