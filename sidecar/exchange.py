@@ -120,6 +120,8 @@ class Exchange:
     #: translation); set per attempt by the LLM stage, read by forward.
     attempt_body: bytes | None = field(default=None, repr=False)
     attempt_url: str | None = None
+    #: The attempt's headers when they differ from `upstream_headers`.
+    attempt_headers: Headers | None = field(default=None, repr=False)
 
     def aim(self, index: int) -> None:
         """Make `targets[index]` the target of the attempts that follow."""

@@ -13,7 +13,7 @@ been sent, so no stage has to tell them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,9 @@ class LlmCall:
     cut: bool = False
     #: No price is known for the model that answered (or would have).
     price_unknown: bool = False
+    #: Endpoints skipped because the call cannot be expressed there:
+    #: (provider, the field the other side lacks), for `llm_untranslatable` events.
+    untranslatable: list[tuple[str, str]] = field(default_factory=list)
     #: The budget reservation was settled or released (once only).
     settled: bool = False
 
@@ -86,14 +89,19 @@ def detect_llm_call(exchange: Exchange) -> LlmCall | None:
     return LlmCall(request)
 
 
-def model_at(options: TargetOptions, requested: str | None) -> str | None:
-    """The model a call asking for `requested` uses at an endpoint with `options`."""
+def model_at(options: TargetOptions, call_format: Format, requested: str | None) -> str | None:
+    """The model a call asking for `requested` uses at an endpoint with `options`.
+
+    The endpoint's `model`, else its `model_map` entry, else (same format
+    only) the client's own; None when an endpoint of the other format has
+    no model for the call, which is then skipped there (SPEC §10).
+    """
     if options.model is not None:
         return options.model
     for client_model, endpoint_model in options.model_map:
         if client_model == requested:
             return endpoint_model
-    return requested
+    return requested if options.provider == call_format else None
 
 
 def with_model(body: bytes, model: str) -> bytes:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -91,10 +92,11 @@ class LlmMeter:
             worst = Decimal(0)
         elif cap is not None and usd_to_nano(worst) > cap.limit_nano:
             max_tokens, worst = self._fit(exchange, call, cap, max_tokens, worst)
+        # Never the request id: a client may send one twice (X-Request-ID).
+        reservation = Reservation(os.urandom(12).hex(), scopes, utc_day(now))
         if not call.metered:
-            call.reservation = Reservation(exchange.request_id, scopes, utc_day(now))
+            call.reservation = reservation
             return
-        reservation = Reservation(exchange.request_id, scopes, utc_day(now))
         lifetime = (exchange.policy.deadline or exchange.policy.timeout * 4) + RESERVATION_SLACK
         refusal = await self._budgets.reserve(
             scopes, usd_to_nano(worst), reservation.day, reservation.id, now + lifetime
@@ -113,9 +115,9 @@ class LlmMeter:
         """The dearest endpoint's worst case; None when any endpoint's price is unknown."""
         worst = Decimal(0)
         for options in _llm_targets(exchange):
-            if options.free:
-                continue
-            model = model_at(options, call.request.model)
+            if options.free or model_at(options, call.format, call.request.model) is None:
+                continue  # free, or skipped: the call has no model there
+            model = model_at(options, call.format, call.request.model)
             price = (
                 None
                 if model is None or options.provider is None

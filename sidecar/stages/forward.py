@@ -20,7 +20,8 @@ class Forward:
         self._client = client
 
     async def __call__(self, exchange: Exchange) -> Response:
-        headers = with_endpoint_headers(exchange.upstream_headers or [], exchange.options.headers)
+        headers = exchange.attempt_headers or exchange.upstream_headers or []
+        headers = with_endpoint_headers(headers, exchange.options.headers)
         headers = with_secret_headers(headers, exchange.secret_headers.get(exchange.target, ()))
         body = exchange.attempt_body
         return await self._client.send(

@@ -26,15 +26,18 @@ async def test_concurrent_calls_cannot_overspend_a_budget(gateway: Gateway) -> N
     # Room for two worst cases, not three.
     await gateway.app.store.set_budget("route:chat", usd_to_nano(ONE_CALL * Decimal("2.5")))
 
-    async def call() -> object:
+    async def call(number: int) -> object:
+        # Each its own prompt: identical concurrent POSTs would share one
+        # upstream call (the computed idempotency key, SPEC §2.3).
+        prompt = [{"role": "user", "content": f"Say hello {number}"}]
         try:
             return await client.chat.completions.create(
-                model="gpt-test", messages=MESSAGES, max_tokens=100  # type: ignore[arg-type]
+                model="gpt-test", messages=prompt, max_tokens=100  # type: ignore[arg-type]
             )
         except openai.RateLimitError as refused:
             return refused
 
-    outcomes = await asyncio.gather(*(call() for _ in range(6)))
+    outcomes = await asyncio.gather(*(call(n) for n in range(6)))
     refused = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
     assert 1 <= 6 - len(refused) <= 2
     assert len(gateway.openai.calls) == 6 - len(refused)

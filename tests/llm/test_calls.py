@@ -7,6 +7,7 @@ the failover rules, and Anthropic's key header.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import anthropic
@@ -87,7 +88,7 @@ async def test_an_anthropic_call_reports_its_cache_tokens(gateway: Gateway) -> N
     raw = await client.messages.with_raw_response.create(
         model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
     )
-    assert raw.parse().content[0].text == "Hello there"  # type: ignore[union-attr]
+    assert (await raw.parse()).content[0].text == "Hello there"  # type: ignore[union-attr]
     assert raw.headers["x-llm-usage"] == "input=1000; output=50; cache-read=200; cache-write=0"
     # 800 at 3, 200 read at 0.3, 50 out at 15.
     assert raw.headers["x-llm-cost"] == "0.00321"
@@ -144,7 +145,7 @@ async def test_an_error_event_before_the_first_content_fails_over_unseen(
     raw = await client.chat.completions.with_raw_response.create(
         model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
     )
-    stream = await raw.parse()
+    stream = raw.parse()
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "Hello there"
     assert raw.headers["x-rescued"] == "cascade_fallback"
@@ -262,3 +263,48 @@ async def test_a_stored_secret_goes_to_anthropic_as_x_api_key(gateway: Gateway) 
     assert sent["x-api-key"] == "sk-ant-real"
     assert "authorization" not in sent  # the SDK's placeholder never leaves
     assert sent["anthropic-version"]  # the SDK's own, kept
+
+
+# -- what operators see -------------------------------------------------------------------
+
+
+async def _events(gateway: Gateway) -> list[dict[str, object]]:
+    await gateway.app.events.flush()
+    return [json.loads(data) for _, data in await gateway.app.store.events_read(None, 100)]
+
+
+async def test_a_cut_stream_and_a_failover_are_events(gateway: Gateway) -> None:
+    client = await openai_route(gateway)
+    gateway.openai.plan(cut(after=1))
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    gateway.openai.plan(status(503, "server_error"))
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    kinds = {(event["kind"], event.get("reason")) for event in await _events(gateway)}
+    assert ("llm_stream_cut", "llm_stream_cut") in kinds
+    assert ("llm_failover", "cascade_fallback") in kinds
+
+
+async def test_tokens_cost_and_time_to_first_token_are_metrics(gateway: Gateway) -> None:
+    client = await openai_route(gateway)
+    await client.chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
+    stream = await client.chat.completions.create(
+        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+    )
+    async for _ in stream:
+        pass
+    labels = 'kind="output",model="gpt-test",provider="openai",route="chat"'
+    # The stream's outcome is counted once its last byte is sent: wait for it.
+    for _ in range(50):
+        async with gateway.http() as http:
+            text = (await http.get(f"{gateway.url}/_mirapi/metrics")).text
+        if "mirapi_llm_time_to_first_token_seconds_count 1.0" in text:
+            break
+        await asyncio.sleep(0.02)
+    assert f"mirapi_llm_tokens_total{{{labels}}} 100.0" in text
+    assert 'mirapi_llm_cost_usd_total{model="gpt-test",provider="openai",route="chat"} 0.0055' in text
+    assert "mirapi_llm_time_to_first_token_seconds_count 1.0" in text

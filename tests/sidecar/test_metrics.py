@@ -134,6 +134,9 @@ async def test_every_metric_name_is_there_from_the_first_scrape() -> None:
         "mirapi_jobs",
         "mirapi_pci_blocks",
         "mirapi_rescued_capital",
+        "mirapi_llm_tokens",
+        "mirapi_llm_cost_usd",
+        "mirapi_llm_time_to_first_token_seconds",
     }
     assert "# TYPE mirapi_requests_total counter" in text
     assert "# TYPE mirapi_upstream_latency_seconds histogram" in text
