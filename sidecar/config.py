@@ -138,12 +138,19 @@ def _unix_socket(value: object) -> str:
     return path
 
 
+#: One server, a Redis Cluster (any nodes as seeds), a Sentinel-managed primary.
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
+
+
 def _redis_url(value: object) -> str:
     text = _string(value)
     scheme, sep, rest = text.partition("://")
     # The value is never echoed: a Redis URL may carry a password.
-    if not sep or scheme.lower() not in ("redis", "rediss", "unix") or not rest:
-        raise ValueError("must be a redis://, rediss:// or unix:// URL (value not shown)")
+    if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest:
+        raise ValueError(
+            "must be a redis://, rediss://, unix://, redis+cluster://, rediss+cluster://"
+            " or redis+sentinel:// URL (value not shown)"
+        )
     return text
 
 
