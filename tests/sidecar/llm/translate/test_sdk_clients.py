@@ -62,29 +62,30 @@ def as_json(status: int, body: dict[str, Any]) -> Reply:
     return status, "application/json", json.dumps(body).encode()
 
 
-def openai_client(handler: Handler) -> openai.OpenAI:
-    def transport(request: httpx.Request) -> httpx.Response:
-        status, kind, content = handler(request.url.path, request.content)
-        return httpx.Response(status, headers={"content-type": kind}, content=content)
+def mock_http(http: Any, handler: Handler) -> Any:
+    """An http client of `http` (httpx, or anthropic 2.x's fork httpx2) answered by handler."""
 
+    def transport(request: Any) -> Any:
+        status, kind, content = handler(request.url.path, request.content)
+        return http.Response(status, headers={"content-type": kind}, content=content)
+
+    return http.Client(transport=http.MockTransport(transport))
+
+
+def openai_client(handler: Handler) -> openai.OpenAI:
     return openai.OpenAI(
         api_key="sk-test",
         base_url="http://sidecar.test/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(transport)),
+        http_client=mock_http(httpx, handler),
         max_retries=0,
     )
 
 
 def anthropic_client(handler: Handler) -> anthropic.Anthropic:
-    # anthropic 2.x rides on httpx2, its own fork of httpx
-    def transport(request: httpx2.Request) -> httpx2.Response:
-        status, kind, content = handler(request.url.path, request.content)
-        return httpx2.Response(status, headers={"content-type": kind}, content=content)
-
     return anthropic.Anthropic(
         api_key="sk-ant-test",
         base_url="http://sidecar.test",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(transport)),
+        http_client=mock_http(httpx2, handler),
         max_retries=0,
     )
 
