@@ -47,11 +47,14 @@ class SseEvent:
 # is tried first so that "\r\r\n" reads the same whichever way it was cut.
 _BOUNDARY = re.compile(rb"\r\r|(?>\r\n|\n|\r)(?>\r\n|\n|\r)")
 _LINE_END = re.compile(rb"\r\n|\n|\r")
-# After the first content: an OpenAI event is parsed only if it may be the
-# terminator, an error, a usage object or a named event (compatible servers
-# put usage in their last chunks, some send `event: error`). A string in the
-# model's text is JSON-escaped, so its quotes never match `"usage":{`.
-_OPENAI_INTEREST = re.compile(rb'\[DONE\]|"(?:usage|error|x_groq)"\s*:\s*\{|^event\s*:', re.M)
+# After the first content, an OpenAI `data:` event is parsed only if it may be
+# the terminator (`data: [DONE]`, checked at its start) or hold a usage object
+# (compatible servers put usage in their last content chunks; Groq under
+# x_groq) or an error; an event with an `event:` line first is always parsed.
+# A string in the model's text is JSON-escaped, so its quotes never match.
+# (One regex with literal-led branches: measured cheaper than the literal
+# checks it replaces, and than parsing the chunk.)
+_OPENAI_INTEREST = re.compile(rb'"(?:usage|x_groq)"\s*:\s*\{|"error"\s*:\s*[^\sn]')
 # OpenAI delta fields that carry model output (reasoning_content and
 # reasoning: DeepSeek's and vLLM's reasoning text, streamed like content).
 _OPENAI_OUTPUT = (
@@ -145,7 +148,12 @@ class StreamWatcher:
         return SseEvent(raw, kind)
 
     def _openai_kind(self, raw: bytes) -> EventKind:
-        if self.content_started and raw[:5] == b"data:" and _OPENAI_INTEREST.search(raw) is None:
+        if (
+            self.content_started
+            and raw[:5] == b"data:"
+            and b"[DONE]" not in raw[:16]
+            and _OPENAI_INTEREST.search(raw) is None
+        ):
             return "content"
         name, data = _fields(raw)
         if data is None:
@@ -154,11 +162,19 @@ class StreamWatcher:
             return "done"
         document = _json(data)
         if document is None:
-            return "error" if name == b"error" else "other"
+            if name != b"error":
+                return "other"
+            self.error = {"message": data.decode("utf-8", errors="replace")}
+            return "error"
         error = document.get("error")
         if error or name == b"error":
             # The OpenAI SDK raises on any chunk whose "error" is truthy.
-            self.error = error if isinstance(error, Mapping) else {"message": str(error or data)}
+            if isinstance(error, Mapping):
+                self.error = error
+            elif error:
+                self.error = {"message": str(error)}
+            else:  # `event: error` whose data is the error object itself
+                self.error = document
             return "error"
         model = document.get("model")
         if self.model is None and isinstance(model, str) and model:

@@ -127,6 +127,26 @@ def test_an_openai_error_after_content_is_seen() -> None:
     assert classify_event(watcher.error) == "retry"
 
 
+@pytest.mark.parametrize(
+    ("chunk", "kind"),
+    [
+        (b'data: {"error": "upstream reset"}\n\n', "error"),
+        (b'data: {"choices":[{"index":0,"delta":{"content":"x"}}],"error":null}\n\n', "content"),
+        (
+            b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n',
+            "usage",
+        ),
+        (b"data:[DONE]\n\n", "done"),
+        (b'event: error\ndata: {"message": "overloaded"}\n\n', "error"),
+    ],
+)
+def test_what_still_counts_after_the_first_content(chunk: bytes, kind: str) -> None:
+    watcher, events = watch("openai", OPENAI_CONTENT_CHUNKS[0], chunk)
+    assert [event.kind for event in events] == ["content", kind]
+    assert (watcher.error is not None) == (kind == "error")
+    assert (watcher.usage == Usage(3, 2)) == (kind == "usage")
+
+
 def test_the_word_done_in_content_is_not_the_terminator() -> None:
     chunk = b'data: {"choices":[{"index":0,"delta":{"content":"[DONE]"}}]}\n\n'
     watcher, events = watch("openai", OPENAI_CONTENT_CHUNKS[0], chunk)
