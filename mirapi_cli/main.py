@@ -25,6 +25,7 @@ from mirapi_cli.commands.dashboard import dashboard
 from mirapi_cli.commands.events import app as events_app
 from mirapi_cli.commands.jobs import app as jobs_app
 from mirapi_cli.commands.keys import app as keys_app
+from mirapi_cli.commands.llm import app as llm_app
 from mirapi_cli.commands.replay import replay
 from mirapi_cli.commands.routes import app as routes_app
 from mirapi_cli.commands.secrets import app as secrets_app
@@ -49,6 +50,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(events_app, name="events")
+app.add_typer(llm_app, name="llm")
 app.add_typer(completion_app, name="completion")
 app.command("curl", cls=CurlCommand)(curl)
 app.command("replay")(replay)

@@ -487,6 +487,30 @@ PAGES: Mapping[str, PageText] = {
             ex("List them; revoke one by its id:", "mirapi keys list", "mirapi keys revoke ID"),
         ),
     ),
+    "llm": PageText(
+        description=(
+            "A budget caps what LLM calls cost in USD per UTC day, for a scope: `all`, "
+            "`route:NAME` or `key:ID` (a client key's id). Sidecars reserve each call's worst "
+            "case against every budget that applies before the call and settle it to the real "
+            "cost after, so concurrent calls cannot overspend. Budgets live in the store and "
+            "are read at every call: a change holds from the next call, on every sidecar.",
+        ),
+        examples=(
+            ex(
+                "At most 5 USD a day through the route chat:",
+                "mirapi llm budget set route:chat --usd-per-day 5",
+            ),
+            ex(
+                "The budgets; remove one:",
+                "mirapi llm budget list",
+                "mirapi llm budget rm route:chat",
+            ),
+            ex(
+                "Today's spend per scope, for a script:",
+                "mirapi llm spend --day $(date -u +%F) --json",
+            ),
+        ),
+    ),
     "events": PageText(
         description=(
             "Events are what the sidecar rescued (`rescue`, with the reason: retry, cache, "

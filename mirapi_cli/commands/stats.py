@@ -2,7 +2,10 @@
 
 Requests, rescues by reason, the success rate with and without rescues,
 upstream errors by host, breakers open now, the job queue's depth and the
-rescued capital per currency (Stripe-style amounts, in minor units).
+rescued capital per currency (Stripe-style amounts, in minor units); and,
+once LLM calls went through a route today, today's LLM spend and tokens per
+route (`llm_today`, the UTC day: what `mirapi llm spend` shows for the
+`route:NAME` scopes, whatever `--since` says).
 
 The counts live in the store's hourly buckets (`sidecar/stats.py` writes
 them about once a second), so `--since 1h` means "from the start of the
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.store.base import Store
+    from sidecar.store.budgets import SpendRow
 
 RedisOption = Annotated[
     str | None,
@@ -70,17 +74,26 @@ def stats(
 ) -> None:
     """Requests, rescues, success rates, upstream errors and rescued capital."""
     from mirapi_cli import output
+    from sidecar.llm.budgets import utc_day
     from sidecar.stats import summarize
 
-    since_hour = 0 if since is None else since_hour_of(since, time.time())
+    now = time.time()
+    since_hour = 0 if since is None else since_hour_of(since, now)
+    today = utc_day(now)
 
-    async def load(store: Store) -> tuple[dict[str, int], list[str], int | None]:
+    async def load(
+        store: Store,
+    ) -> tuple[dict[str, int], list[str], int | None, list[SpendRow]]:
         counters = await store.stats_read(since_hour)
         every = counters if since_hour == 0 else await store.stats_read(0)
-        return counters, await open_breakers(store, every), await store.job_depth()
+        breakers = await open_breakers(store, every)
+        return counters, breakers, await store.job_depth(), await store.spend(day=today)
 
-    counters, breakers, depth = with_store(data_dir, config, redis, load)
+    counters, breakers, depth, spent = with_store(data_dir, config, redis, load)
     summary = summarize(counters, breakers, depth)
+    llm = llm_today(today, spent)
+    if llm is not None:
+        summary["llm_today"] = llm
 
     def human() -> RenderableType:
         return render(summary, since_hour)
@@ -104,6 +117,24 @@ def since_hour_of(text: str, now: float) -> int:
     if seconds <= 0:
         raise CliError("--since: the duration must be above zero")
     return max(0, math.floor((now - seconds) / 3600))
+
+
+def llm_today(day: str, rows: list[SpendRow]) -> dict[str, Any] | None:
+    """`llm_today` of `stats --json`: `day`'s spend and tokens per route; None when none."""
+    from mirapi_cli.commands.llm import usd_number
+    from sidecar.llm.budgets import ROUTE_PREFIX
+
+    routes = {
+        row.scope.removeprefix(ROUTE_PREFIX): {
+            "spent_usd": usd_number(row.spent_nano),
+            "requests": row.requests,
+            "input_tokens": row.input_tokens,
+            "output_tokens": row.output_tokens,
+        }
+        for row in rows
+        if row.day == day and row.scope.startswith(ROUTE_PREFIX)
+    }
+    return {"day": day, "routes": dict(sorted(routes.items()))} if routes else None
 
 
 async def open_breakers(store: Store, counters: dict[str, int]) -> list[str]:
@@ -165,6 +196,25 @@ def render(summary: dict[str, Any], since_hour: int) -> RenderableType:
                 title="Rescued capital",
             )
         )
+    if "llm_today" in summary:
+        llm = summary["llm_today"]
+        parts.append(
+            output.table(
+                ("Route", "Spent (USD)", "Requests", "Input tokens", "Output tokens"),
+                (
+                    (
+                        name,
+                        _plain(route["spent_usd"]),
+                        route["requests"],
+                        route["input_tokens"],
+                        route["output_tokens"],
+                    )
+                    for name, route in llm["routes"].items()
+                ),
+                title=f"LLM spend today ({llm['day']}, UTC)",
+                ids=("Route",),
+            )
+        )
     if summary["upstream_errors"]:
         errors = sorted(summary["upstream_errors"].items(), key=lambda item: -item[1])
         opened = set(breakers or ())
@@ -185,6 +235,13 @@ def money(currency: str, units: int) -> str:
         return f"{units:,}"
     whole, fraction = divmod(units, 10**exponent)
     return f"{whole:,}.{fraction:0{exponent}d}"
+
+
+def _plain(usd: float) -> str:
+    """A JSON USD number as its decimal text (never 1e-06)."""
+    from decimal import Decimal
+
+    return format(Decimal(repr(usd)), "f")
 
 
 def _percent(rate: float | None) -> str:

@@ -2,8 +2,10 @@
 chosen by URL scheme (SPEC §7).
 
 No `redis` setting: the embedded store (memory + SQLite in the data dir).
-`redis://`, `rediss://`, `unix://`: Redis, falling back to local memory
-while Redis is unreachable, so a proxied request never fails because of it.
+`redis://`, `rediss://`, `unix://` (one server), `redis+cluster://`,
+`rediss+cluster://` (a Redis Cluster), `redis+sentinel://` (a Sentinel-managed
+primary; see redis.connect): Redis, falling back to local memory while Redis
+is unreachable, so a proxied request never fails because of it.
 Backends are imported here lazily: a sidecar on the embedded store never
 imports redis.
 """

@@ -13,6 +13,13 @@ default, and only the "hotter than default" range (1-2) collapses to 1, the
 hottest Anthropic offers. Halving would turn every common setting (0.2, 0.7,
 the default 1) into a colder one. Anthropic -> OpenAI keeps the number (0-1
 is inside 0-2), so a value in 0-1 survives a round trip exactly.
+
+Sampling on Anthropic: API version 2026-10-21 (the default of its SDK 2.x) has
+no temperature/top_p/top_k at all, and the newest models refuse non-default
+values even under 2023-06-01 (the version the sidecar sends on a translated
+call). We still send a non-default value rather than drop it: a model that
+cannot honour it answers 400 naming the field, which is the truth; dropping it
+would change the answer silently. A value equal to the default is not sent.
 """
 
 from __future__ import annotations
@@ -132,9 +139,12 @@ def request_to_anthropic(
     out["max_tokens"] = present.get(
         "max_completion_tokens", present.get("max_tokens", default_max_tokens)
     )
-    if "temperature" in present:
-        out["temperature"] = min(float(present["temperature"]), 1.0)
-    if "top_p" in present:
+    # The default (1) is sent as no value at all: Anthropic's newest models refuse any
+    # sampling parameter but still behave exactly as temperature 1 / top_p 1.
+    temperature = min(float(present.get("temperature", 1.0)), 1.0)
+    if temperature != 1.0:
+        out["temperature"] = temperature
+    if present.get("top_p", 1) != 1:
         out["top_p"] = present["top_p"]
     stop = present.get("stop")
     if isinstance(stop, str):

@@ -22,10 +22,10 @@ multi-step operation is one Lua script (atomic, one round trip).
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisError
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, RedisError
 
 from sidecar.clock import Clock
 from sidecar.store.base import StoreHealth
@@ -33,6 +33,7 @@ from sidecar.store.redis.breaker import RedisBreakers
 from sidecar.store.redis.budgets import RedisBudgets
 from sidecar.store.redis.cache import RedisCache
 from sidecar.store.redis.client import GC_GRACE, hash_tag, millis, safe_cause
+from sidecar.store.redis.connect import client_for
 from sidecar.store.redis.fleet import RedisFleet
 from sidecar.store.redis.idempotency import RESULT_TTL, RedisIdempotency
 from sidecar.store.redis.jobs import RedisJobs
@@ -62,29 +63,22 @@ class RedisStore(
     RedisFleet,
     RedisBudgets,
 ):
-    """The `Store` on one Redis server, shared by every sidecar pointed at it.
+    """The `Store` on Redis, shared by every sidecar pointed at it.
 
-    The client speaks to a single server (or a proxy in front of a cluster);
-    the key layout is already cluster-safe, one hash slot per operation.
+    One server, a Redis Cluster or a Sentinel-managed primary (`connect`);
+    the key layout is cluster-safe, one hash slot per operation.
     """
 
     def __init__(self, url: str, clock: Clock, namespace: str = "mirapi") -> None:
         self._clock = clock
         self._prefix = f"{namespace}:"
-        try:
-            self._client = aioredis.from_url(
-                url,
-                # We fall back to local state rather than hang: fail fast, and
-                # retry only once, so a connection the server closed (a
-                # restart) is replaced without the caller seeing it.
-                socket_connect_timeout=1.0,
-                socket_timeout=2.0,
-                health_check_interval=15,
-                retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            )
-        except (ValueError, RedisError):
-            # The parser's message may quote the URL; say only what kind of problem.
-            raise ValueError("the redis URL is not valid (value not shown)") from None
+        connected = client_for(url)
+        self._client = connected.client
+        self._topology = connected.topology
+        self._sentinel = connected.sentinel
+        # On Sentinel, an accepted job waits (bounded) for a replica's copy:
+        # the replica is what a failover promotes.
+        self._replica_acks = 1 if connected.topology == "sentinel" else 0
         self._health = StoreHealth("redis", ok=False, reason="redis not connected yet")
         super().__init__()
 
@@ -92,14 +86,35 @@ class RedisStore(
         await self.ping()
 
     async def close(self) -> None:
-        try:
-            await self._client.aclose()
-        except (RedisError, OSError):
-            pass  # closing a connection that is already gone is not an error
+        clients = [self._client, *(self._sentinel.sentinels if self._sentinel else [])]
+        for client in clients:
+            try:
+                await client.aclose()
+            except (RedisError, OSError):
+                pass  # closing a connection that is already gone is not an error
 
     def health(self) -> StoreHealth:
         return self._health
 
     async def ping(self) -> None:
-        """One PING; raises StoreUnavailable when Redis does not answer."""
-        await self._call(self._client.ping())
+        """One PING (on a cluster: every primary, and the cluster whole);
+        raises StoreUnavailable when Redis does not answer."""
+        if isinstance(self._client, RedisCluster):
+            await self._call(self._cluster_whole(self._client))
+        else:
+            await self._call(self._client.ping())
+
+    @staticmethod
+    async def _cluster_whole(client: RedisCluster) -> None:
+        # A PING of one node says little: a cluster missing a node refuses
+        # the keys of its slots (or all keys), so ask every primary.
+        states: Any = await client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+        replies = list(states.values()) if _per_node(states) else [states]
+        for info in replies:
+            if not isinstance(info, dict) or info.get("cluster_state") != "ok":
+                raise ClusterDownError("CLUSTERDOWN the cluster is down")
+
+
+def _per_node(reply: dict[str, Any]) -> bool:
+    """A command sent to several nodes answers {node name: reply}."""
+    return bool(reply) and all(isinstance(value, dict) for value in reply.values())

@@ -9,7 +9,10 @@ starts with `sha256:` is replaced by `sha256:` + its hex digest, so the tag is
 always well formed and never collides with a plain key.
 
 Every redis or socket exception becomes `StoreUnavailable` with a short
-cause and never the URL (it may hold a password).
+cause and never the URL (it may hold a password); so do the cluster
+client's own "no node reachable" and "slot not covered" (not RedisErrors).
+A cluster client's key-layout errors (keys in different slots) are bugs
+and are raised as they are.
 """
 
 from __future__ import annotations
@@ -21,19 +24,24 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
     NoPermissionError,
     ReadOnlyError,
+    RedisClusterUnreachableError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TimeoutError,
 )
 
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
 from sidecar.store.base import StoreHealth
+from sidecar.store.redis.connect import Topology
 
 T = TypeVar("T")
 
@@ -88,6 +96,10 @@ def safe_cause(exc: BaseException) -> str:
 
 
 def _specific_cause(exc: BaseException) -> str | None:
+    if isinstance(exc, RedisClusterUnreachableError):
+        return "no cluster node reachable"
+    if isinstance(exc, SlotNotCoveredError):
+        return "cluster slot not covered"
     if isinstance(exc, AuthenticationError | NoPermissionError):
         return "authentication failed"
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
@@ -121,7 +133,12 @@ def as_bytes(raw: bytes | str) -> bytes:
 class RedisBase:
     """The base of every Redis capability; the store sets these before `__init__`."""
 
-    _client: aioredis.Redis
+    _client: aioredis.Redis | RedisCluster
+    _topology: Topology
+    #: The Sentinels a `sentinel` store asks for its primary (else None).
+    _sentinel: Sentinel | None
+    #: Replicas an accepted job waits for (WAIT), 0 for none.
+    _replica_acks: int
     _clock: Clock
     #: The namespace and a colon: "mirapi:".
     _prefix: str
@@ -134,7 +151,7 @@ class RedisBase:
         """Await one Redis call; any failure becomes StoreUnavailable with a safe cause."""
         try:
             result = await command
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, RedisClusterUnreachableError, SlotNotCoveredError) as exc:
             reason = f"redis unreachable: {safe_cause(exc)}"
             self._health = StoreHealth("redis", ok=False, reason=reason)
             raise StoreUnavailable(reason) from exc

@@ -9,12 +9,20 @@ expiry, the injected clock's `now`); both keys also get a server-side
 expiry past the latest one, for garbage collection when every sidecar is
 gone. A notice is published to the channel; each sidecar's listener is one
 extra connection (pub/sub needs its own) that reads it at once.
+
+On a Redis Cluster the channel is a shard channel (SPUBLISH/SSUBSCRIBE):
+every sidecar subscribes on the node that owns the channel's slot, where
+every notice is published, so each one reaches every sidecar and the count
+SPUBLISH answers is all of them (a plain PUBLISH would answer for one node
+only). When that node goes, the listener fails, and the fleet's retry
+subscribes again on the slot's new owner.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from sidecar.store.fleet import Heartbeat, NoticeHandler, decode, encode
@@ -83,9 +91,14 @@ class RedisFleet(RedisBase):
         return sorted(beats, key=lambda beat: beat.id)
 
     async def fleet_notify(self, kind: str) -> int:
+        if isinstance(self._client, RedisCluster):
+            return int(await self._call(self._client.spublish(self._changes_channel, kind)))
         return int(await self._call(self._client.publish(self._changes_channel, kind)))
 
     async def fleet_listen(self, handler: NoticeHandler) -> None:
+        if isinstance(self._client, RedisCluster):
+            await self._listen_sharded(self._client, handler)
+            return
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await self._call(pubsub.subscribe(self._changes_channel))
@@ -95,5 +108,17 @@ class RedisFleet(RedisBase):
                     handler(text(message["data"]))
         finally:
             # Closing a connection that is already lost is not an error.
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+    async def _listen_sharded(self, client: RedisCluster, handler: NoticeHandler) -> None:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._call(pubsub.ssubscribe(self._changes_channel))
+            while True:
+                message = await self._call(pubsub.get_sharded_message(timeout=LISTEN_POLL))
+                if message is not None and message.get("type") == "smessage":
+                    handler(text(message["data"]))
+        finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()

@@ -17,9 +17,18 @@ truth for `due_at` and `owner` (Lua never parses the JSON in `data`);
 Python rebuilds the Job with them. Jobs never expire: with an eviction
 policy, use a `volatile-*` one, and persistence (AOF) for jobs to survive a
 Redis restart.
+
+Behind Sentinel (`_replica_acks`), adding a job also waits (WAIT, at most
+REPLICA_WAIT_MS) until a replica holds it, on the same connection, before
+the job is reported added: a failover promotes that replica, so a job the
+client was told is accepted is not lost with the old primary. A replica
+that does not answer in time does not refuse the job (it is still on the
+primary); the wait is only bounded.
 """
 
 from __future__ import annotations
+
+import redis.asyncio as aioredis
 
 from sidecar.jobs.model import Job, decode_job, encode_job
 from sidecar.store.redis.client import RedisBase, as_bytes, number, text
@@ -28,6 +37,8 @@ from sidecar.store.redis.client import RedisBase, as_bytes, number, text
 JOBS_TAG = "{jobs}"
 #: Finished jobs removed per purge script call (bounds the time Redis is busy).
 PURGE_BATCH = 500
+#: How long adding a job waits for a replica's copy (behind Sentinel).
+REPLICA_WAIT_MS = 500
 
 # KEYS: due, created, active, finished. ARGV: prefix, id, owner ('' = any),
 # data, due_at ('' = never), status, created_at, finished_at ('' = none),
@@ -164,7 +175,10 @@ class RedisJobs(RedisBase):
         self._secret_key = f"{self._prefix}webhook:{JOBS_TAG}:secret"
 
     async def job_add(self, job: Job) -> None:
-        await self._write_job(job, None)
+        if self._replica_acks and isinstance(self._client, aioredis.Redis):
+            await self._add_replicated(self._client, job)
+        else:
+            await self._write_job(job, None)
 
     async def job_claim(self, owner: str, lease: float) -> Job | None:
         now = self._clock.now()
@@ -227,19 +241,27 @@ class RedisJobs(RedisBase):
 
     async def _write_job(self, job: Job, owner: str | None) -> bool:
         written = await self._call(
-            self._job_save(
-                keys=self._jobs_keys,
-                args=[
-                    self._jobs_prefix,
-                    job.id,
-                    owner or "",
-                    encode_job(job.with_(owner=None)),
-                    "" if job.due_at is None else repr(job.due_at),
-                    job.status,
-                    repr(job.created_at),
-                    "" if job.finished_at is None else repr(job.finished_at),
-                    "1" if job.phase == "done" else "0",
-                ],
-            )
+            self._job_save(keys=self._jobs_keys, args=self._save_args(job, owner))
         )
         return bool(int(written))
+
+    async def _add_replicated(self, client: aioredis.Redis, job: Job) -> None:
+        # One connection for both: WAIT counts the writes of its own connection.
+        pipe = client.pipeline(transaction=False)
+        await self._job_save(keys=self._jobs_keys, args=self._save_args(job, None), client=pipe)
+        pipe.wait(self._replica_acks, REPLICA_WAIT_MS)
+        await self._call(pipe.execute())
+
+    def _save_args(self, job: Job, owner: str | None) -> list[str | bytes]:
+        """JOB_SAVE's ARGV for `job`, written whole, kept only while `owner` holds it."""
+        return [
+            self._jobs_prefix,
+            job.id,
+            owner or "",
+            encode_job(job.with_(owner=None)),
+            "" if job.due_at is None else repr(job.due_at),
+            job.status,
+            repr(job.created_at),
+            "" if job.finished_at is None else repr(job.finished_at),
+            "1" if job.phase == "done" else "0",
+        ]

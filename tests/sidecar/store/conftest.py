@@ -6,6 +6,9 @@ run against every backend:
   memory     MemoryStore
   embedded   EmbeddedStore on a SQLite file in tmp_path
   redis      RedisStore on the private test redis-server (tests/support/redis.py)
+  cluster    RedisStore on a private 3-node Redis Cluster (redis+cluster://):
+             any operation whose keys are not in one hash slot fails here
+             (CROSSSLOT), so the whole contract is the key-layout check
   resilient  ResilientStore on that server, with a MemoryStore beside it:
              what production runs with a `redis` setting
   degraded   ResilientStore whose Redis is unreachable (a socket that does
@@ -20,7 +23,7 @@ they run, and are skipped when redis-server is not installed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,15 +32,16 @@ from sidecar.store.base import Store
 from sidecar.store.embedded import EmbeddedStore
 from sidecar.store.memory import MemoryStore
 from tests.support.clock import FakeClock
+from tests.support.redis import LocalCluster, StartOnce
 
 #: Room for every entry a contract test stores.
 CACHE_BYTES = 1 << 20
 #: The backends every capability's contract runs on.
-BACKENDS = ["memory", "embedded", "redis", "resilient"]
+BACKENDS = ["memory", "embedded", "redis", "resilient", "cluster"]
 #: For the capabilities that fall back to local state when Redis is lost.
 FALLS_BACK_BACKENDS = [*BACKENDS, "degraded"]
 #: The backends where a second store shares the first one's state.
-SHARED_BACKENDS = ["embedded", "redis", "resilient"]
+SHARED_BACKENDS = ["embedded", "redis", "resilient", "cluster"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -55,6 +59,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def fake() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartOnce[LocalCluster]]:
+    """One private 3-node Redis Cluster for the session, started on first use."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    once = StartOnce(cluster)
+    try:
+        yield once
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: StartOnce[LocalCluster]) -> str:
+    """The private cluster's redis+cluster:// URL, every node emptied for this test."""
+    cluster = redis_cluster.get()
+    cluster.flush()
+    return cluster.url
 
 
 def _redis_store(request: pytest.FixtureRequest, fake: FakeClock) -> Store:
@@ -81,6 +104,10 @@ def _backend(request: pytest.FixtureRequest, name: str, fake: FakeClock, tmp_pat
         return _redis_store(request, fake)
     if name == "resilient":
         return _resilient_store(request.getfixturevalue("redis_url"), fake)
+    if name == "cluster":
+        from sidecar.store.redis import RedisStore
+
+        return RedisStore(request.getfixturevalue("redis_cluster_url"), fake.clock())
     if name == "degraded":
         return _resilient_store(f"unix://{tmp_path / 'no-redis.sock'}", fake)
     raise AssertionError(f"no backend {name!r}")

@@ -9,7 +9,7 @@ from tests.sidecar.store.conftest import FALLS_BACK_BACKENDS
 
 STORE_BACKENDS = FALLS_BACK_BACKENDS
 #: The name each backend reports: the resilient store is Redis to its users.
-BACKEND_NAMES = {"resilient": "redis", "degraded": "redis"}
+BACKEND_NAMES = {"resilient": "redis", "degraded": "redis", "cluster": "redis"}
 
 
 async def test_an_open_store_names_its_backend_and_is_healthy_unless_degraded(
