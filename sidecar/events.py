@@ -24,6 +24,8 @@ route and upstream host. The kinds:
                     before its end (the client got an in-band error)
     llm_price_unknown  an LLM call whose model has   reason: llm_price_unknown,
                     no price (its cost is unknown)    detail: provider/model
+    llm_untranslatable  an endpoint skipped: the    reason: the provider skipped,
+                    call cannot be expressed there    detail: the field (n, logprobs, ...)
 
 What is never in an event: a request or response body, a URL path or query
 (hosts only: paths and query values may hold personal data), a header, a
@@ -64,6 +66,7 @@ LLM_BUDGET = "llm_budget"
 LLM_FAILOVER = "llm_failover"
 LLM_STREAM_CUT = "llm_stream_cut"
 LLM_PRICE_UNKNOWN = "llm_price_unknown"
+LLM_UNTRANSLATABLE = "llm_untranslatable"
 KINDS = (
     RESCUE,
     BREAKER,
@@ -75,6 +78,7 @@ KINDS = (
     LLM_FAILOVER,
     LLM_STREAM_CUT,
     LLM_PRICE_UNKNOWN,
+    LLM_UNTRANSLATABLE,
 )
 #: The sidecar's refusals of an LLM call by its budgets (SPEC §10).
 LLM_BUDGET_CODES = frozenset({"llm_budget_exhausted", "llm_budget_exceeded", "llm_price_unknown"})
@@ -242,6 +246,8 @@ def llm_events_for(outcome: Outcome) -> list[Event]:
         found.append(made(LLM_FAILOVER, outcome.rescue, call.provider))
     if call.cut:
         found.append(made(LLM_STREAM_CUT, LLM_STREAM_CUT))
+    for provider, missing in call.untranslatable:
+        found.append(made(LLM_UNTRANSLATABLE, provider, missing))
     if call.price_unknown and outcome.error is None:
         found.append(made(LLM_PRICE_UNKNOWN, LLM_PRICE_UNKNOWN, f"{call.provider}/{call.model}"))
     return found

@@ -49,6 +49,10 @@ HOP_BY_HOP = frozenset(
 RECOMPUTED = frozenset({"host", "content-length"})
 DROPPED = PROXY_NAMES | HOP_BY_HOP | RECOMPUTED
 
+#: Anthropic's API version header, sent when the client sent none: with an
+#: injected key, and on a call translated to Anthropic's format (SPEC §10).
+ANTHROPIC_VERSION = ("anthropic-version", "2023-06-01")
+
 #: RFC 9110 §9.2.2: these may be repeated without changing the outcome.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 

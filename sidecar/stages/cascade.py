@@ -8,7 +8,9 @@ the last one's outcome is what the client gets (an open circuit there
 propagates as `503 circuit_open`, for the smart cache to rescue). An LLM
 endpoint's refusal that moves the call on (`EndpointRefused`: a quota or
 context-length error) hands over too, and is answered as it came when it
-was the last endpoint's. Each
+was the last endpoint's; when the endpoints left could not take the call at
+all (skipped: no model there, or nothing to translate it to), the client
+gets the last real failure. Each
 target gets its own retries and breaker, since both sit inside this stage.
 
 Served by a later target with a status below 400: `X-Rescued: failover` for
@@ -28,17 +30,22 @@ class Cascade:
         retry_on = exchange.policy.retry_on
         last = len(exchange.targets) - 1
         fallback = exchange.fallback_rescue()
+        # An LLM call's last real failure, whole (already read): the answer
+        # when every later endpoint was skipped without a call (SPEC §10).
+        kept: tuple[str, Response] | None = None
         for index, url in enumerate(exchange.targets):
             exchange.aim(index)
             try:
                 response = await call_next(exchange)
             except UpstreamFailure as failure:
+                refused = failure if isinstance(failure, EndpointRefused) else None
+                if refused is not None and refused.answer is not None:
+                    kept = (url, refused.answer)
                 if index < last:
                     continue
-                if isinstance(failure, EndpointRefused) and failure.answer is not None:
-                    # Nothing left to try: the upstream's own refusal is the answer.
-                    exchange.answered_by = url
-                    return failure.answer
+                if refused is not None and kept is not None:
+                    exchange.answered_by, answer = kept
+                    return answer
                 raise final_error(exchange.attempt_log, failure) from None
             except CircuitOpen:
                 if index == last:
@@ -49,7 +56,10 @@ class Cascade:
                 if index > 0 and response.status < 400:
                     exchange.rescue = fallback
                 return response
-            await response.discard()
+            if exchange.llm is not None and response.stream is None:
+                kept = (url, response)
+            else:
+                await response.discard()
         raise AssertionError("a request always has at least one target")
 
 

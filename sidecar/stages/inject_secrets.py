@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 
 from sidecar.errors import BadHeader, MirApiError, RouteInvalid, SecretLocked
 from sidecar.exchange import Exchange, Next, Response
+from sidecar.headers import ANTHROPIC_VERSION
 from sidecar.routes import Endpoint
 from sidecar.secrets import Secret, SecretError, check_value, for_host, target_host
 from sidecar.vault import BadToken, Vault, WrongPassphrase, is_token
@@ -211,10 +212,6 @@ class InjectSecrets:
                 f"stored secret {secret.name!r} is unusable; add it again",
                 code="secret_invalid",
             ) from None
-
-
-#: Anthropic's API version header, sent with an injected key when the client sent none.
-ANTHROPIC_VERSION = ("anthropic-version", "2023-06-01")
 
 
 def _as_providers_take_them(

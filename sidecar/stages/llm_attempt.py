@@ -8,9 +8,11 @@ Before sending: the body the endpoint gets. The client's bytes as they
 came, except a streamed OpenAI-format call without
 `stream_options.include_usage` gets it (and the usage-only chunk it causes
 is not passed on), `X-LLM-Budget: …; clamp` may lower `max_tokens`, and an
-endpoint's `model` / `model_map` names the model. An endpoint that speaks
-the other format is skipped (translation comes with cross-provider
-failover).
+endpoint's `model` / `model_map` names the model. To an endpoint that
+speaks the other format the call is translated (`sidecar.llm.crossing`),
+and so is its answer, back; one with no model for the call, or that
+cannot express it (`n > 1`, ...), is skipped, never sent a changed call.
+Every attempt asks for an uncompressed answer: its usage is read.
 
 After: an error status is classified by the provider's own error body.
 Retryable ones (408, 429, 5xx, 529) go back to the retry and cascade
@@ -37,20 +39,23 @@ from collections.abc import AsyncIterator
 import orjson
 
 from sidecar.errors import EndpointRefused, UpstreamFailure
-from sidecar.exchange import Exchange, Next, Response
+from sidecar.exchange import Exchange, Headers, Next, Response
+from sidecar.headers import ANTHROPIC_VERSION
 from sidecar.llm.call import LlmCall, model_at, with_model
+from sidecar.llm.crossing import Crossing, StreamCrossing, Untranslatable
 from sidecar.llm.errors import classify_event, classify_status
 from sidecar.llm.formats import with_max_tokens, with_stream_usage
 from sidecar.llm.meter import LlmMeter
-from sidecar.llm.sse import StreamWatcher, stream_error_event, summary_comment
+from sidecar.llm.sse import SseEvent, StreamWatcher, stream_error_event, summary_comment
 from sidecar.llm.usage import model_from_body, usage_from_body
+from sidecar.routes import DEFAULT_LLM_MAX_TOKENS
 
 #: Read of an error answer to classify it: provider error bodies are small.
 ERROR_BODY_LIMIT = 64 * 1024
 
 
 class LlmAttempt:
-    """Shapes each attempt's body and judges its answer, for LLM calls only."""
+    """Shapes each attempt's request and judges its answer, for LLM calls only."""
 
     def __init__(self, meter: LlmMeter, max_body: int) -> None:
         self._meter = meter
@@ -61,31 +66,60 @@ class LlmAttempt:
         if call is None:
             return await call_next(exchange)
         options = exchange.options
-        provider = options.provider
-        if provider != call.format:
-            exchange.note_attempt("llm-skipped", 0.0)
-            raise EndpointRefused(
-                "llm-skipped",
-                f"the endpoint speaks {provider or 'no LLM API'}, the call {call.format}",
-                counts_against_host=False,
-            )
-        exchange.attempt_body = attempt_body(call, exchange.body, model_at(options, call.request.model))
+        wire = options.provider
+        model = model_at(options, call.format, call.request.model)
+        if wire is None or model is None:
+            raise _skipped(exchange, f"no {call.format} model for the call at this endpoint")
+        crossing = None if wire == call.format else Crossing(call.format, wire, model)  # type: ignore[arg-type]
+        try:
+            self._aim(exchange, call, crossing, model)
+        except Untranslatable as refused:
+            call.untranslatable.append((wire, refused.field))
+            raise _skipped(exchange, f"{wire} cannot express {refused.field!r}") from None
         response = await call_next(exchange)
-        call.provider, call.free = provider, options.free
+        call.provider, call.free = wire, options.free
         if not 200 <= response.status < 300:
-            return await self._refused(exchange, response)
+            return await self._refused(exchange, response, crossing)
         if call.request.stream and _is_event_stream(response):
-            return await self._stream(exchange, call, response)
-        return await self._answer(call, response)
+            return await self._stream(exchange, call, response, crossing)
+        return await self._answer(call, response, crossing)
 
-    async def _refused(self, exchange: Exchange, response: Response) -> Response:
+    def _aim(
+        self, exchange: Exchange, call: LlmCall, crossing: Crossing | None, model: str
+    ) -> None:
+        """The attempt's body, URL and headers for the endpoint under way."""
+        headers = [h for h in exchange.upstream_headers or [] if h[0] != "accept-encoding"]
+        # Read for its usage, so never compressed (the client gets it plain).
+        headers.append(("accept-encoding", "identity"))
+        if crossing is None:
+            exchange.attempt_url = None
+            exchange.attempt_body = attempt_body(call, exchange.body, model)
+        else:
+            route = exchange.route
+            max_tokens = route.llm_max_tokens if route is not None else DEFAULT_LLM_MAX_TOKENS
+            body = crossing.request(exchange.body, max_tokens)
+            if call.max_tokens is not None:
+                body = with_max_tokens(crossing.wire, body, call.max_tokens)
+            exchange.attempt_body = body
+            exchange.attempt_url = crossing.url(exchange.target)
+            if crossing.wire == "anthropic" and exchange.header("anthropic-version") is None:
+                headers.append(ANTHROPIC_VERSION)
+        exchange.attempt_headers = headers
+
+    async def _refused(
+        self, exchange: Exchange, response: Response, crossing: Crossing | None
+    ) -> Response:
         """An error answer: back to retry/cascade as it is, or moved on at once."""
         try:
             body = await response.read(ERROR_BODY_LIMIT)
         except ValueError:
             return response  # too long to be a provider's error: judged by status alone
-        except UpstreamFailure:
-            raise
+        if crossing is not None:
+            response = Response(
+                response.status,
+                _json_headers(response.headers, crossing.error(response.status, body)),
+                body=crossing.error(response.status, body),
+            )
         verdict = classify_status(response.status, body)
         if verdict == "quota":
             raise EndpointRefused(
@@ -104,8 +138,10 @@ class LlmAttempt:
             raise EndpointRefused("timeout", f"{response.status} from the provider", response)
         return response
 
-    async def _answer(self, call: LlmCall, response: Response) -> Response:
-        """A whole JSON answer: its usage and model, the body passed on unchanged."""
+    async def _answer(
+        self, call: LlmCall, response: Response, crossing: Crossing | None
+    ) -> Response:
+        """A whole JSON answer: its usage and model; passed on as it came, or translated."""
         try:
             body = await response.read(self._max_body)
         except ValueError:
@@ -115,15 +151,27 @@ class LlmAttempt:
         except orjson.JSONDecodeError:
             document = None
         if isinstance(document, dict):
-            call.usage = usage_from_body(call.format, document)
+            wire = crossing.wire if crossing is not None else call.format
+            call.usage = usage_from_body(wire, document)
             call.model = model_from_body(document) or call.model
+        if crossing is not None:
+            translated = crossing.answer(body)
+            if translated is None:
+                raise UpstreamFailure("reset", "the answer is not the provider's JSON")
+            return Response(
+                response.status, _json_headers(response.headers, translated), body=translated
+            )
         return response
 
-    async def _stream(self, exchange: Exchange, call: LlmCall, response: Response) -> Response:
+    async def _stream(
+        self, exchange: Exchange, call: LlmCall, response: Response, crossing: Crossing | None
+    ) -> Response:
         """Hold the stream until its first content; fail over unseen before it."""
         assert response.stream is not None
-        watcher = StreamWatcher(call.format)
-        hide_usage = call.format == "openai" and not call.request.wants_usage
+        wire = crossing.wire if crossing is not None else call.format
+        watcher = StreamWatcher(wire)
+        relay = _Relay(call, crossing.stream(exchange.request_id, call.request.wants_usage)
+                       if crossing is not None else None)
         chunks = aiter(response.stream)
         held: list[bytes] = []
         timeout = exchange.policy.llm_first_token_timeout
@@ -136,17 +184,13 @@ class LlmAttempt:
                         raise UpstreamFailure(
                             "reset", "the stream closed before its first content"
                         ) from None
-                    for event in watcher.feed(chunk):
-                        if event.kind == "error":
-                            raise _before_content(watcher)
-                        if event.kind == "usage" and hide_usage:
-                            continue
-                        held.append(event.raw)
+                    events = watcher.feed(chunk)
+                    if any(event.kind == "error" for event in events):
+                        raise _before_content(watcher)
+                    held.append(relay.frames(events, watcher, self._meter, exchange))
         except TimeoutError:
             await response.discard()
-            raise UpstreamFailure(
-                "timeout", f"no first content within {timeout:g}s"
-            ) from None
+            raise UpstreamFailure("timeout", f"no first content within {timeout:g}s") from None
         except BaseException:
             await response.discard()
             raise
@@ -157,7 +201,7 @@ class LlmAttempt:
         return Response(
             status=response.status,
             headers=headers,
-            stream=self._rest(exchange, call, watcher, b"".join(held), chunks, hide_usage),
+            stream=self._rest(exchange, call, watcher, relay, b"".join(held), chunks),
             close=response.close,
         )
 
@@ -166,27 +210,26 @@ class LlmAttempt:
         exchange: Exchange,
         call: LlmCall,
         watcher: StreamWatcher,
+        relay: _Relay,
         head: bytes,
         chunks: AsyncIterator[bytes],
-        hide_usage: bool,
     ) -> AsyncIterator[bytes]:
         """The committed stream: passed on as it comes, never ended clean when cut."""
         try:
             yield head
             try:
                 async for chunk in chunks:
-                    out = self._passed(exchange, call, watcher, watcher.feed(chunk), hide_usage)
+                    out = relay.frames(watcher.feed(chunk), watcher, self._meter, exchange)
                     if out:
                         yield out
-                tail = self._passed(exchange, call, watcher, watcher.flush(), hide_usage)
+                tail = relay.frames(watcher.flush(), watcher, self._meter, exchange)
                 if tail:
                     yield tail
                 cut_reason = None if watcher.done else "the stream ended without its terminator"
             except UpstreamFailure as failure:
                 cut_reason = f"the upstream stream broke ({failure.kind})"
-            if cut_reason is not None:
+            if cut_reason is not None and not call.cut:
                 call.cut = True
-                call.usage = call.usage or watcher.usage
                 yield stream_error_event(
                     call.format, f"{cut_reason}; the answer is incomplete", "api_error",
                     exchange.request_id,
@@ -197,26 +240,60 @@ class LlmAttempt:
             # generator, and the reservation must still be settled or released.
             self._meter.settle_soon(exchange)
 
-    def _passed(
+
+class _Relay:
+    """Turns the upstream's events into what the client gets, in its own format.
+
+    The usage-only chunk the sidecar asked for is dropped; the call's figures
+    go in a comment just before the terminator; an in-band error after the
+    first content marks the stream cut (it reaches the client as the error).
+    """
+
+    def __init__(self, call: LlmCall, crossing: StreamCrossing | None) -> None:
+        self._call = call
+        self._crossing = crossing
+        self._hide_usage = (
+            crossing is None and call.format == "openai" and not call.request.wants_usage
+        )
+
+    def frames(
         self,
-        exchange: Exchange,
-        call: LlmCall,
+        events: list[SseEvent],
         watcher: StreamWatcher,
-        events: list,  # type: ignore[type-arg]
-        hide_usage: bool,
+        meter: LlmMeter,
+        exchange: Exchange,
     ) -> bytes:
+        call = self._call
         out: list[bytes] = []
         for event in events:
-            if event.kind == "usage" and hide_usage:
+            if event.kind == "usage" and self._hide_usage:
                 continue
+            if event.kind == "error":
+                call.cut = True
+            if self._crossing is None:
+                frames = [event.raw]
+            else:
+                frames = self._crossing.feed(event.raw)
             if event.kind == "done":
                 call.usage = watcher.usage
                 call.model = watcher.model or call.model
-                out.append(summary_comment(self._meter.summarize(exchange)))
-            elif event.kind == "error":
-                call.cut = True
-            out.append(event.raw)
+                comment = summary_comment(meter.summarize(exchange))
+                # Before the client's terminator: the last frame a done event makes.
+                frames = [*frames[:-1], comment, *frames[-1:]] if frames else [comment]
+            out.extend(frames)
         return b"".join(out)
+
+
+def _skipped(exchange: Exchange, why: str) -> EndpointRefused:
+    """The endpoint cannot take this call: the cascade moves on, nothing is sent."""
+    exchange.note_attempt("llm-skipped", 0.0)
+    return EndpointRefused("llm-skipped", why, counts_against_host=False)
+
+
+def _json_headers(headers: Headers, body: bytes) -> Headers:
+    """The upstream's headers for a body the sidecar rewrote as JSON."""
+    kept = [(n, v) for n, v in headers if n not in ("content-length", "content-type")]
+    return [*kept, ("content-type", "application/json"), ("content-length", str(len(body)))]
 
 
 def attempt_body(call: LlmCall, body: bytes, model: str | None) -> bytes | None:

@@ -25,6 +25,22 @@ from typing import Any
 from aiohttp import web
 
 TEXT = ["Hel", "lo", " there"]
+#: The arguments of the tool call a fake makes when the call offers tools.
+TOOL_INPUT = {"city": "Paris"}
+
+
+def wants_tool(call: dict[str, Any], fmt: str) -> bool:
+    """A call offering tools whose last turn is not a tool's result gets a tool call."""
+    if not call.get("tools"):
+        return False
+    last = (call.get("messages") or [{}])[-1]
+    if fmt == "openai":
+        return bool(last.get("role") != "tool")
+    content = last.get("content")
+    return not (
+        isinstance(content, list)
+        and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    )
 #: What every answer reports using: 1,000 input tokens (200 of them cached), 50 output.
 USAGE = {"input": 1000, "cached": 200, "output": 50}
 
@@ -163,16 +179,26 @@ class OpenAIProvider(Provider):
         }
 
     def message(self, call: dict[str, Any]) -> dict[str, Any]:
+        if wants_tool(call, "openai"):
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": call["tools"][0]["function"]["name"],
+                                     "arguments": json.dumps(TOOL_INPUT)},
+                    }
+                ],
+            }
+            finish = "tool_calls"
+        else:
+            message, finish = {"role": "assistant", "content": "".join(TEXT)}, "stop"
         return {
             **self._base(call),
             "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(TEXT)},
-                    "finish_reason": "stop",
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": self._usage(),
         }
 
@@ -191,8 +217,19 @@ class OpenAIProvider(Provider):
 
     def events(self, call: dict[str, Any]) -> list[bytes]:
         frames = [self.head_event(call)]
-        frames += [self._chunk(call, {"content": piece}, None) for piece in TEXT]
-        frames.append(self._chunk(call, {}, "stop"))
+        if wants_tool(call, "openai"):
+            name = call["tools"][0]["function"]["name"]
+            arguments = json.dumps(TOOL_INPUT)
+            start = {"index": 0, "id": "call_1", "type": "function",
+                     "function": {"name": name, "arguments": ""}}
+            frames.append(self._chunk(call, {"tool_calls": [start]}, None))
+            for piece in (arguments[:5], arguments[5:]):
+                part = {"index": 0, "function": {"arguments": piece}}
+                frames.append(self._chunk(call, {"tool_calls": [part]}, None))
+            frames.append(self._chunk(call, {}, "tool_calls"))
+        else:
+            frames += [self._chunk(call, {"content": piece}, None) for piece in TEXT]
+            frames.append(self._chunk(call, {}, "stop"))
         if (call.get("stream_options") or {}).get("include_usage"):
             usage = {
                 **self._base(call),
@@ -208,7 +245,8 @@ class OpenAIProvider(Provider):
         return _data({"error": {"message": f"fake {error}", "type": error, "code": None}})
 
     def is_content(self, event: bytes) -> bool:
-        return b'"content": "' in event and b'"content": ""' not in event
+        content = b'"content": "' in event and b'"content": ""' not in event
+        return content or b'"arguments": "' in event
 
 
 @dataclass
@@ -232,8 +270,13 @@ class AnthropicProvider(Provider):
             "type": "message",
             "role": "assistant",
             "model": call.get("model", "x"),
-            "content": [{"type": "text", "text": "".join(TEXT)}],
-            "stop_reason": "end_turn",
+            "content": (
+                [{"type": "tool_use", "id": "toolu_1", "name": call["tools"][0]["name"],
+                  "input": TOOL_INPUT}]
+                if wants_tool(call, "anthropic")
+                else [{"type": "text", "text": "".join(TEXT)}]
+            ),
+            "stop_reason": "tool_use" if wants_tool(call, "anthropic") else "end_turn",
             "stop_sequence": None,
             "usage": self._usage(),
         }
@@ -244,18 +287,27 @@ class AnthropicProvider(Provider):
         return _event("message_start", {"type": "message_start", "message": start})
 
     def events(self, call: dict[str, Any]) -> list[bytes]:
-        block = {"type": "content_block_start", "index": 0,
-                 "content_block": {"type": "text", "text": ""}}
+        tool = wants_tool(call, "anthropic")
+        if tool:
+            block = {"type": "content_block_start", "index": 0,
+                     "content_block": {"type": "tool_use", "id": "toolu_1",
+                                       "name": call["tools"][0]["name"], "input": {}}}
+            arguments = json.dumps(TOOL_INPUT)
+            deltas = [{"type": "input_json_delta", "partial_json": piece}
+                      for piece in (arguments[:5], arguments[5:])]
+        else:
+            block = {"type": "content_block_start", "index": 0,
+                     "content_block": {"type": "text", "text": ""}}
+            deltas = [{"type": "text_delta", "text": piece} for piece in TEXT]
         frames = [self.head_event(call), _event("content_block_start", block),
                   _event("ping", {"type": "ping"})]
-        for piece in TEXT:
-            delta = {"type": "content_block_delta", "index": 0,
-                     "delta": {"type": "text_delta", "text": piece}}
-            frames.append(_event("content_block_delta", delta))
+        for delta in deltas:
+            frames.append(_event("content_block_delta",
+                                 {"type": "content_block_delta", "index": 0, "delta": delta}))
         frames.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
         frames.append(_event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None},
             "usage": {"output_tokens": USAGE["output"]},
         }))
         frames.append(_event("message_stop", {"type": "message_stop"}))
