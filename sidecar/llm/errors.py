@@ -243,11 +243,13 @@ def _is_quota(error: Mapping[str, Any]) -> bool:
 
 
 def _is_context_length(error: Mapping[str, Any]) -> bool:
-    if str(error.get("code") or "").lower() in _CONTEXT_CODES:
+    code = str(error.get("code") or "").lower()
+    if code in _CONTEXT_CODES:
         return True
     message = str(error.get("message") or "").lower()
-    # An over-long `user` string is a parameter error, not the prompt (LiteLLM's exclusion).
-    if "string_above_max_length" in message:
+    # An over-long parameter string (OpenAI's `user`, max 64 characters) is not
+    # the prompt being too long (LiteLLM's exclusion).
+    if code == "string_above_max_length" or "string_above_max_length" in message:
         return False
     return any(phrase in message for phrase in _CONTEXT_MESSAGES)
 

@@ -108,7 +108,7 @@ def with_stream_usage(body: bytes) -> bytes:
     """The body with `stream_options.include_usage = true` (other stream_options keys kept).
 
     Called for an OpenAI stream without it. Only the `stream_options` member
-    changes (or is added first in the object); every other byte is kept.
+    changes (or is added last in the object); every other byte is kept.
     """
 
     def edit(members: dict[str, tuple[Any, int, int]]) -> dict[str, Any]:
@@ -204,16 +204,25 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_Edit = Callable[[dict[str, tuple[Any, int, int]]], dict[str, Any]]
+
+
 def _edit_members(
     body: bytes,
     names: tuple[bytes, ...],
     edit: _Edit,
 ) -> bytes:
-    """`body` with the members `edit` returns set: replaced in place, or added first."""
+    """`body` with the members `edit` returns set: replaced in place, or added last.
+
+    Added last, not first: should a name be in the body in a form the byte
+    check cannot see (a key spelt with `\\u` escapes), the added member is
+    the later duplicate, which JSON parsers keep (or a strict one refuses the
+    call); the client's own value never silently wins over a clamp.
+    """
     if not any(name in body for name in names):
         # Fast path (the usual stream call): none of the names occurs anywhere
         # in the body, so none is a member; add them without parsing.
-        return _prepend(body, edit({}))
+        return _append(body, edit({}))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -234,21 +243,18 @@ def _edit_members(
     for start, end, value in replaced:
         text = text[:start] + _dumps(value) + text[end:]
     result = text.encode("utf-8")
-    return _prepend(result, added) if added else result
+    return _append(result, added) if added else result
 
 
-def _prepend(body: bytes, members: dict[str, Any]) -> bytes:
-    """Add `members` right after the object's opening brace."""
-    opening = body.find(b"{")
-    if opening < 0:
+def _append(body: bytes, members: dict[str, Any]) -> bytes:
+    """Add `members` after the object's last member, before its closing brace."""
+    closing = body.rfind(b"}")
+    if closing < 0:
         return _rewrite(body, lambda _: members)
+    last = len(body[:closing].rstrip(b" \t\r\n"))
+    empty = body[last - 1 : last] == b"{"
     inserted = ",".join(f"{_dumps(name)}:{_dumps(value)}" for name, value in members.items())
-    rest = body[opening + 1 :]
-    empty = rest.strip(b" \t\r\n").startswith(b"}")
-    return body[: opening + 1] + inserted.encode("utf-8") + (b"" if empty else b",") + rest
-
-
-_Edit = Callable[[dict[str, tuple[Any, int, int]]], dict[str, Any]]
+    return body[:last] + (b"" if empty else b",") + inserted.encode("utf-8") + body[last:]
 
 
 def _rewrite(body: bytes, edit: _Edit) -> bytes:

@@ -20,11 +20,12 @@ memoized (bounded: a client choosing the model name must not grow memory).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from sidecar.llm.usage import Usage
 
@@ -34,6 +35,8 @@ MEMO_ENTRIES = 1024
 #: A model name longer than this is looked up each time, never remembered.
 _LONGEST_MEMO_KEY = 200
 _FIELDS = ("input", "output", "cache_read", "cache_write")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +117,36 @@ class PriceBook:
     def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
         self._overrides = {key.lower(): price for key, price in (overrides or {}).items()}
         self._memo: dict[tuple[str, str], _Known | None] = {}
+        self._url_memo: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def warm(self) -> None:
         """Load the bundled price data now (blocking, ~0.4 s), not at the first call."""
         _snapshot()
+
+    def provider_for_url(self, url: str) -> str | None:
+        """The genai-prices provider id serving this endpoint URL; None when none matches.
+
+        An `openai`-format endpoint may be Groq, Mistral, Together, …: their
+        models are priced under their own id (`https://api.groq.com/openai`
+        gives "groq"), by the API URL patterns the package keeps. A local
+        server (Ollama, vLLM) matches none: use its format's id or an
+        override.
+        """
+        try:
+            return self._url_memo[url]
+        except KeyError:
+            pass
+        found = next(
+            (
+                provider.id
+                for provider in _snapshot().providers
+                if re.match(provider.api_pattern, url)
+            ),
+            None,
+        )
+        self._remember(self._url_memo, url, found, len(url))
+        return found
 
     def price(self, provider: str, model: str) -> Price | None:
         """The model's prices (USD per million tokens); None when neither source knows it."""
@@ -153,12 +181,17 @@ class PriceBook:
         except KeyError:
             pass
         known = _look_up(*key)
-        if len(model) <= _LONGEST_MEMO_KEY:
-            with self._lock:
-                if len(self._memo) >= MEMO_ENTRIES:
-                    del self._memo[next(iter(self._memo))]
-                self._memo[key] = known
+        self._remember(self._memo, key, known, len(model))
         return known
+
+    def _remember(self, memo: dict[K, V], key: K, value: V, length: int) -> None:
+        """Keep a lookup, the oldest forgotten first; one for a huge name never."""
+        if length > _LONGEST_MEMO_KEY:
+            return
+        with self._lock:
+            if len(memo) >= MEMO_ENTRIES:
+                del memo[next(iter(memo))]
+            memo[key] = value
 
 
 def _snapshot() -> Any:

@@ -25,6 +25,7 @@ would change the answer silently. A value equal to the default is not sent.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 Format = Literal["openai", "anthropic"]
@@ -36,6 +37,13 @@ _ANTHROPIC_PATH = "messages"
 _IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # OpenAI refuses more than four stop sequences; Anthropic allows more.
 _OPENAI_MAX_STOP = 4
+# Names and ids each side accepts (their API errors say so): Anthropic tool names
+# may be 128 long, OpenAI's 64; OpenAI tool-call ids at most 40; Anthropic
+# tool_use ids only letters, digits, _ and - (some OpenAI-compatible servers
+# use ids like "functions.get_weather:0").
+_OPENAI_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_OPENAI_MAX_CALL_ID = 40
+_ANTHROPIC_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 class Untranslatable(Exception):
@@ -323,9 +331,12 @@ def _tool_call_to_tool_use(call: Any) -> dict[str, Any]:
     arguments = parse_arguments(
         function.get("arguments"), "messages.assistant.tool_calls.arguments"
     )
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not _ANTHROPIC_TOOL_ID.fullmatch(call_id):
+        raise Untranslatable("messages.assistant.tool_calls.id")
     return {
         "type": "tool_use",
-        "id": call.get("id"),
+        "id": call_id,
         "name": function.get("name"),
         "input": arguments,
     }
@@ -569,6 +580,8 @@ def _assistant_to_openai(content: Any) -> dict[str, Any]:
                 texts.append(_anthropic_text(block, "messages.assistant"))
         elif kind == "tool_use":
             _refuse_cache_control(block)
+            if len(str(block.get("id"))) > _OPENAI_MAX_CALL_ID:
+                raise Untranslatable("messages.assistant.tool_use.id")
             calls.append(
                 {
                     "id": block.get("id"),
@@ -619,7 +632,10 @@ def _tool_to_openai(tool: Any) -> dict[str, Any]:
             # defer_loading, input_examples, allowed_callers, ...: tool-search and
             # programmatic-calling features OpenAI does not have
             raise Untranslatable(f"tools.{key}")
-    function: dict[str, Any] = {"name": tool.get("name")}
+    name = tool.get("name")
+    if not isinstance(name, str) or not _OPENAI_TOOL_NAME.fullmatch(name):
+        raise Untranslatable("tools.name")
+    function: dict[str, Any] = {"name": name}
     if tool.get("description"):
         function["description"] = tool["description"]
     function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}

@@ -35,14 +35,37 @@ _STOP_REASON_BY_FINISH = {
 }
 
 
-def finish_reason_for(stop_reason: str | None) -> str:
-    """OpenAI's finish_reason for an Anthropic stop_reason (unknown or none: stop)."""
-    return _FINISH_BY_STOP_REASON.get(stop_reason or "", "stop")
+def finish_reason_for(stop_reason: str | None, *, called_tools: bool) -> str:
+    """OpenAI's finish_reason for an Anthropic stop_reason (unknown or none: stop).
+
+    A turn that called tools finishes with tool_calls even when the upstream said
+    end_turn (some Anthropic-compatible servers do): a client seeing "stop"
+    would not run the calls.
+    """
+    reason = _FINISH_BY_STOP_REASON.get(stop_reason or "", "stop")
+    return "tool_calls" if called_tools and reason == "stop" else reason
 
 
-def stop_reason_for(finish_reason: str | None) -> str:
-    """Anthropic's stop_reason for an OpenAI finish_reason (unknown or none: end_turn)."""
-    return _STOP_REASON_BY_FINISH.get(finish_reason or "", "end_turn")
+def stop_reason_for(
+    finish_reason: str | None, *, called_tools: bool, refused: bool = False, matched: Any = None
+) -> tuple[str, str | None]:
+    """Anthropic's (stop_reason, stop_sequence) for an OpenAI finish_reason.
+
+    Unknown or none is end_turn. As above, a turn with tool calls is tool_use even
+    if the upstream said "stop" (LiteLLM users lost tool calls to an end_turn
+    here), an OpenAI refusal is refusal, and vLLM-style servers that name the
+    stop string that matched (`choice.stop_reason`) give stop_sequence.
+    """
+    if refused:
+        return "refusal", None
+    reason = _STOP_REASON_BY_FINISH.get(finish_reason or "", "end_turn")
+    if reason != "end_turn":
+        return reason, None
+    if called_tools:
+        return "tool_use", None
+    if isinstance(matched, str) and matched:
+        return "stop_sequence", matched
+    return "end_turn", None
 
 
 def usage_to_openai(usage: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +135,9 @@ def response_to_openai(
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
-                "finish_reason": finish_reason_for(message.get("stop_reason")),
+                "finish_reason": finish_reason_for(
+                    message.get("stop_reason"), called_tools=bool(calls)
+                ),
             }
         ],
         "usage": usage_to_openai(message.get("usage") or {}),
@@ -151,7 +176,12 @@ def response_to_anthropic(
                 "input": parse_arguments(function.get("arguments"), "tool_calls.arguments"),
             }
         )
-    stop_reason = "refusal" if refusal else stop_reason_for(choice.get("finish_reason"))
+    stop_reason, stop_sequence = stop_reason_for(
+        choice.get("finish_reason"),
+        called_tools=any(block["type"] == "tool_use" for block in content),
+        refused=bool(refusal),
+        matched=choice.get("stop_reason"),
+    )
     return {
         "id": completion.get("id"),
         "type": "message",
@@ -159,7 +189,7 @@ def response_to_anthropic(
         "model": model or completion.get("model"),
         "content": content,
         "stop_reason": stop_reason,
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence,
         "usage": usage_to_anthropic(completion.get("usage") or {}),
     }
 

@@ -94,9 +94,9 @@ class StreamToOpenAI:
         if kind == "message_delta":
             self._merge_usage(data.get("usage") or {})
             stop_reason = (data.get("delta") or {}).get("stop_reason")
-            return self._finish(finish_reason_for(stop_reason))
+            return self._finish(stop_reason)
         if kind == "message_stop":
-            frames = self._finish("stop")
+            frames = self._finish(None)
             if self.include_usage:
                 frames.append(openai_frame(self._envelope([], usage=usage_to_openai(self._usage))))
             frames.append(DONE_FRAME)
@@ -169,10 +169,11 @@ class StreamToOpenAI:
         frames.append(openai_frame(self._envelope([self._choice(delta)])))
         return frames
 
-    def _finish(self, finish_reason: str) -> list[bytes]:
+    def _finish(self, stop_reason: str | None) -> list[bytes]:
         if self._finish_sent:
             return []
         self._finish_sent = True
+        finish_reason = finish_reason_for(stop_reason, called_tools=bool(self._tool_index))
         frames = self._role()
         frames.append(openai_frame(self._envelope([self._choice({}, finish_reason)])))
         return frames
@@ -236,6 +237,7 @@ class StreamToAnthropic:
         self._waiting: list[_Block] = []
         self._tools: dict[int, _Block] = {}  # OpenAI tool-call index -> block
         self._finish_reason: str | None = None
+        self._matched_stop: Any = None  # the stop string, from servers that name it
         self._refused = False
         self._usage: dict[str, Any] = {}
 
@@ -263,6 +265,7 @@ class StreamToAnthropic:
                 frames += self._tool_call(call)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
+                self._matched_stop = choice.get("stop_reason")
         return frames
 
     def finish(self) -> list[bytes]:
@@ -277,13 +280,18 @@ class StreamToAnthropic:
             block = self._waiting.pop(0)
             frames += self._open(block)
             frames += self._close(block)
-        stop_reason = "refusal" if self._refused else stop_reason_for(self._finish_reason)
+        stop_reason, stop_sequence = stop_reason_for(
+            self._finish_reason,
+            called_tools=bool(self._tools),
+            refused=self._refused,
+            matched=self._matched_stop,
+        )
         usage = usage_to_anthropic(self._usage)
         frames.append(
             anthropic_frame(
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                     "usage": usage,
                 }
             )

@@ -130,10 +130,10 @@ def _without(edited: bytes, member: bytes) -> bytes:
     return edited.replace(member, b"", 1)
 
 
-def test_stream_usage_is_added_first_and_nothing_else_changes() -> None:
+def test_stream_usage_is_added_last_and_nothing_else_changes() -> None:
     edited = with_stream_usage(OPENAI_REQUEST)
-    assert edited.startswith(b'{"stream_options":{"include_usage":true},')
-    assert _without(edited, b'"stream_options":{"include_usage":true},') == OPENAI_REQUEST
+    assert edited.endswith(b',"stream_options":{"include_usage":true}}')
+    assert _without(edited, b',"stream_options":{"include_usage":true}') == OPENAI_REQUEST
     request = parse_request("openai", edited)
     assert request is not None and request.wants_usage
 
@@ -158,11 +158,15 @@ def test_stream_options_named_only_in_a_message_is_not_a_member() -> None:
     body = b'{"messages":[{"role":"user","content":"stream_options"}],"stream":true}'
     edited = with_stream_usage(body)
     assert json.loads(edited)["stream_options"] == {"include_usage": True}
-    assert _without(edited, b'"stream_options":{"include_usage":true},') == body
+    assert _without(edited, b',"stream_options":{"include_usage":true}') == body
 
 
 def test_stream_usage_on_an_empty_object() -> None:
     assert with_stream_usage(b" {\n} ") == b' {"stream_options":{"include_usage":true}\n} '
+    assert (
+        with_stream_usage(b'{"a": 1\n}\n')
+        == b'{"a": 1,"stream_options":{"include_usage":true}\n}\n'
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,7 +187,7 @@ def test_stream_usage_on_an_empty_object() -> None:
             b'{"max_tokens": 4096, "max_completion_tokens": 4096}',
             b'{"max_tokens": 100, "max_completion_tokens": 100}',
         ),
-        ("openai", b'{"model": "gpt-4o"}', b'{"max_tokens":100,"model": "gpt-4o"}'),
+        ("openai", b'{"model": "gpt-4o"}', b'{"model": "gpt-4o","max_tokens":100}'),
         (
             "anthropic",
             b'{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[]}',
@@ -192,12 +196,20 @@ def test_stream_usage_on_an_empty_object() -> None:
         (
             "anthropic",
             b'{"max_completion_tokens": 5, "model": "x"}',
-            b'{"max_tokens":100,"max_completion_tokens": 5, "model": "x"}',
+            b'{"max_completion_tokens": 5, "model": "x","max_tokens":100}',
         ),
     ],
 )
 def test_with_max_tokens(format: str, body: bytes, expected: bytes) -> None:
     assert with_max_tokens(format, body, 100) == expected  # type: ignore[arg-type]
+
+
+def test_a_key_spelt_with_escapes_never_beats_the_clamp() -> None:
+    body = b'{"model": "claude-haiku-4-5", "max\\u005ftokens": 64000}'
+    request = parse_request("anthropic", body)
+    assert request is not None and request.max_tokens == 64000
+    edited = with_max_tokens("anthropic", body, 100)
+    assert json.loads(edited)["max_tokens"] == 100
 
 
 def test_with_max_tokens_keeps_non_ascii_text_byte_for_byte() -> None:

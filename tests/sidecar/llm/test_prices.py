@@ -82,6 +82,28 @@ def test_unknown_prices(book: PriceBook, provider: str, model: str) -> None:
     assert book.worst_case(provider, model, 10, 10) is None
 
 
+@pytest.mark.parametrize(
+    ("url", "provider"),
+    [
+        ("https://api.openai.com", "openai"),
+        ("https://api.anthropic.com", "anthropic"),
+        ("https://api.groq.com/openai", "groq"),
+        ("https://api.mistral.ai", "mistral"),
+        ("http://127.0.0.1:11434", None),
+    ],
+)
+def test_provider_for_url(book: PriceBook, url: str, provider: str | None) -> None:
+    assert book.provider_for_url(url) == provider
+
+
+def test_an_openai_compatible_provider_is_priced_under_its_own_id(book: PriceBook) -> None:
+    # Groq's published llama-3.1-8b-instant: $0.05 input, $0.08 output.
+    provider = book.provider_for_url("https://api.groq.com/openai")
+    assert provider == "groq"
+    assert book.price(provider, "llama-3.1-8b-instant") == Price(D("0.05"), D("0.08"))
+    assert book.price("openai", "llama-3.1-8b-instant") is None
+
+
 def test_overrides_come_first() -> None:
     overrides = parse_price_overrides(
         {

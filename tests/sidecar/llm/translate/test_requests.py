@@ -444,6 +444,10 @@ OPENAI_REFUSALS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("messages.role.function", {"messages": [{"role": "function", "name": "f", "content": "x"}]}),
     (
+        "messages.assistant.tool_calls.id",
+        {"messages": [{"role": "assistant", "tool_calls": [_call("functions.f:0", "{}")]}]},
+    ),
+    (
         "messages.assistant.audio",
         {"messages": [{"role": "assistant", "content": None, "audio": {"id": "audio_1"}}]},
     ),
@@ -535,6 +539,19 @@ ANTHROPIC_REFUSALS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("stop_sequences", {"stop_sequences": ["a", "b", "c", "d", "e"]}),
+    ("tools.name", {"tools": [{"name": "n" * 65, "input_schema": {"type": "object"}}]}),
+    (
+        "messages.assistant.tool_use.id",
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t" * 41, "name": "f", "input": {}}],
+                },
+            ]
+        },
+    ),
     ("container", {"container": "container_1"}),
     ("mcp_servers", {"mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "m"}]}),
     ("tool_choice", {"tool_choice": "auto"}),

@@ -278,3 +278,23 @@ def test_an_error_body_with_no_message_gets_one_naming_the_status() -> None:
     assert (
         error_to_anthropic(502, {"detail": "x"})["error"]["message"] == "upstream answered HTTP 502"
     )
+
+
+# -- what compatible servers get wrong ---------------------------------------
+
+
+def test_tool_calls_finishing_with_stop_are_still_tool_use() -> None:
+    # Ollama/vLLM-style servers say "stop" after a tool call; "end_turn" would make an
+    # Anthropic client skip the calls.
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert as_anthropic(openai_completion("stop", tool_calls=[call]))["stop_reason"] == "tool_use"
+    content = [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]
+    out = as_openai(anthropic_message(content=content, stop_reason="end_turn"))
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_named_matched_stop_string_is_a_stop_sequence() -> None:
+    completion = openai_completion("stop")
+    completion["choices"][0]["stop_reason"] = "END"  # vLLM names the stop string that matched
+    out = as_anthropic(completion)
+    assert (out["stop_reason"], out["stop_sequence"]) == ("stop_sequence", "END")

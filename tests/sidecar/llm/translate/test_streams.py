@@ -375,3 +375,28 @@ def test_finish_without_any_chunk_is_still_a_well_formed_message() -> None:
     translator = StreamToAnthropic("m", "msg")
     events = frames_data(translator.finish())
     assert [e for e, _ in events] == ["message_start", "message_delta", "message_stop"]
+
+
+def test_streamed_tool_calls_finishing_with_stop_are_still_tool_use() -> None:
+    chunks = [
+        _call_chunk(0, '{"a": 1}', first=True),
+        {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    assert run_to_anthropic(chunks)[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+    translator = StreamToOpenAI("m", "id", False, created=1)
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+    translator.feed("content_block_start", {"index": 0, "content_block": tool})
+    frames = translator.feed("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {}})
+    chunk = openai_chunk_dicts(frames_data(frames))[-1]
+    assert chunk["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_streamed_named_stop_string_is_a_stop_sequence() -> None:
+    finish = {"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": "END"}
+    chunks = [
+        {"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}}]},
+        {"id": "c", "choices": [finish]},
+    ]
+    delta = run_to_anthropic(chunks)[-2][1]["delta"]
+    assert delta == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
