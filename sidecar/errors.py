@@ -6,8 +6,8 @@
     │   ├── BadHeader             400 bad_header        names the header
     │   ├── BadRequestFraming     400 bad_request       CL + TE, malformed body
     │   ├── PciCardNumber         400 pci_card_number   offset only, never digits
-    │   ├── LlmBudgetExceeded     400 llm_budget_exceeded   the call's worst case is over X-LLM-Budget
-    │   └── LlmPriceUnknown       400 llm_price_unknown     a budget applies, the model has no price
+    │   ├── LlmBudgetExceeded     400 llm_budget_exceeded   worst case over X-LLM-Budget
+    │   └── LlmPriceUnknown       400 llm_price_unknown     a budget applies, no price
     ├── Unauthorized              401 unauthorized
     │   └── SecretLocked          401 secret_locked     no or a wrong passphrase for a secret
     ├── EgressDenied              403 egress_denied

@@ -303,16 +303,16 @@ class _Collector:
             "LLM tokens, from the providers' own usage, by kind.",
             labels=["route", "provider", "model", "kind"],
         )
-        for labels, count in sorted(m.llm_tokens.items()):
-            tokens.add_metric(list(labels), count)
+        for token_labels, count in sorted(m.llm_tokens.items()):
+            tokens.add_metric(list(token_labels), count)
         yield tokens
         cost = CounterMetricFamily(
             "mirapi_llm_cost_usd_total",
             "LLM spend in USD, priced per provider and model.",
             labels=["route", "provider", "model"],
         )
-        for labels, usd in sorted(m.llm_cost.items()):
-            cost.add_metric(list(labels), usd)
+        for cost_labels, usd in sorted(m.llm_cost.items()):
+            cost.add_metric(list(cost_labels), usd)
         yield cost
         yield _histogram(
             "mirapi_llm_time_to_first_token_seconds",

@@ -45,6 +45,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import orjson
@@ -401,17 +402,21 @@ def _model_name(value: object, fail: Callable[[str], RouteError]) -> str | None:
 
 
 def _model_map(table: object, fail: _Fail) -> tuple[tuple[str, str], ...]:
-    """`model_map = { "gpt-4o-mini" = "claude-haiku-4-5" }`: the client's model -> this endpoint's."""
+    """`model_map = { "gpt-4o-mini" = "claude-haiku-4-5" }`: client model -> endpoint model."""
     if not isinstance(table, Mapping):
         raise fail('model_map: must be a table such as { "gpt-4o-mini" = "claude-haiku-4-5" }')
     pairs = []
     for name, value in table.items():
-        where = f"model_map: {_shown(str(name))}"
-        source = _model_name(name, lambda reason: fail(f"{where}: {reason}"))
-        target = _model_name(value, lambda reason: fail(f"{where}: {reason}"))
+        at_entry = partial(_fail_at, fail, f"model_map: {_shown(str(name))}")
+        source = _model_name(name, at_entry)
+        target = _model_name(value, at_entry)
         assert source is not None and target is not None
         pairs.append((source, target))
     return tuple(pairs)
+
+
+def _fail_at(fail: _Fail, where: str, reason: str) -> RouteError:
+    return fail(f"{where}: {reason}")
 
 
 def _endpoint_headers(table: object, fail: _Fail) -> Headers:

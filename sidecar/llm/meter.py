@@ -25,7 +25,9 @@ import asyncio
 import logging
 import math
 import os
+from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sidecar.clock import Clock
@@ -68,11 +70,17 @@ class LlmMeter:
         self._clock = clock
         #: Settlements under way in the background (a stream's end), kept referenced.
         self._settling: set[asyncio.Task[None]] = set()
+        self._warm = False
 
     async def reserve(self, exchange: Exchange) -> None:
         """Hold the call's worst case, or refuse it (429 / 400) before any upstream work."""
         call = exchange.llm
         assert call is not None
+        if not self._warm:
+            # The price data loads once (~0.4 s): off the event loop, and only
+            # on a sidecar that sees LLM calls.
+            await asyncio.to_thread(self._prices.warm)
+            self._warm = True
         cap = _call_budget(exchange)
         route = exchange.route
         max_tokens = call.request.max_tokens or (
@@ -114,21 +122,36 @@ class LlmMeter:
     def _worst_case(self, exchange: Exchange, call: LlmCall, max_tokens: int) -> Decimal | None:
         """The dearest endpoint's worst case; None when any endpoint's price is unknown."""
         worst = Decimal(0)
-        for options in _llm_targets(exchange):
-            if options.free or model_at(options, call.format, call.request.model) is None:
-                continue  # free, or skipped: the call has no model there
+        for url, options in _llm_targets(exchange):
             model = model_at(options, call.format, call.request.model)
-            price = (
-                None
-                if model is None or options.provider is None
-                else self._prices.worst_case(
-                    options.provider, model, call.request.input_estimate, max_tokens
-                )
+            if options.free or model is None or options.provider is None:
+                continue  # free, or skipped: the call has no model there
+            price = self._priced(
+                url, options.provider, partial(self._worst_at, model, call, max_tokens)
             )
             if price is None:
                 return None
             worst = max(worst, price)
         return worst
+
+    def _worst_at(
+        self, model: str, call: LlmCall, max_tokens: int, provider: str
+    ) -> Decimal | None:
+        return self._prices.worst_case(provider, model, call.request.input_estimate, max_tokens)
+
+    def price_id(self, url: str, provider: str) -> str:
+        """Whose prices an endpoint's calls go by: Groq's for api.groq.com, say."""
+        return self._prices.provider_for_url(url) or provider
+
+    def _priced(
+        self, url: str, provider: str, look_up: Callable[[str], Decimal | None]
+    ) -> Decimal | None:
+        """`look_up` under the endpoint's price id, then under its format's name."""
+        price_id = self.price_id(url, provider)
+        found = look_up(price_id)
+        if found is None and price_id != provider:
+            found = look_up(provider)
+        return found
 
     def _fit(
         self, exchange: Exchange, call: LlmCall, cap: CallBudget, max_tokens: int, worst: Decimal
@@ -172,10 +195,15 @@ class LlmMeter:
         assert call.usage is not None
         if call.free:
             return Decimal(0)
-        if call.provider is None or call.model is None:
+        provider, model, usage = call.provider, call.model, call.usage
+        if provider is None or model is None:
             call.price_unknown = True
             return None
-        cost = self._prices.cost(call.provider, call.model, call.usage)
+        cost = self._priced(
+            exchange.answered_by or exchange.target,
+            provider,
+            lambda price_id: self._prices.cost(price_id, model, usage),
+        )
         if cost is None:
             call.price_unknown = True
         return cost
@@ -217,9 +245,13 @@ class LlmMeter:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
 
-def _llm_targets(exchange: Exchange) -> list[TargetOptions]:
-    """The endpoints an LLM call may reach: those that name a provider."""
-    return [options for options in exchange.target_options if options.provider is not None]
+def _llm_targets(exchange: Exchange) -> list[tuple[str, TargetOptions]]:
+    """The endpoints an LLM call may reach, by URL: those that name a provider."""
+    return [
+        (url, options)
+        for url, options in zip(exchange.targets, exchange.target_options, strict=False)
+        if options.provider is not None
+    ]
 
 
 def _call_budget(exchange: Exchange) -> CallBudget | None:

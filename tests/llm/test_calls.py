@@ -306,5 +306,6 @@ async def test_tokens_cost_and_time_to_first_token_are_metrics(gateway: Gateway)
             break
         await asyncio.sleep(0.02)
     assert f"mirapi_llm_tokens_total{{{labels}}} 100.0" in text
-    assert 'mirapi_llm_cost_usd_total{model="gpt-test",provider="openai",route="chat"} 0.0055' in text
+    cost = 'mirapi_llm_cost_usd_total{model="gpt-test",provider="openai",route="chat"}'
+    assert f"{cost} 0.0055" in text
     assert "mirapi_llm_time_to_first_token_seconds_count 1.0" in text

@@ -3,7 +3,7 @@
 Pure translation over parsed JSON (the caller does the I/O and json loads/dumps):
 requests and paths (`requests`), complete answers (`responses`), error bodies
 (`errors`) and streams (`streams`). What is translated and what is refused:
-docs/llm-translation.md.
+docs/llm.md.
 """
 
 from sidecar.llm.translate.errors import error_to_anthropic, error_to_openai

@@ -5,7 +5,7 @@ Pure functions over parsed JSON. A field the other side cannot express raises
 (`llm_untranslatable`), so a call is never silently changed. The only fields let
 go without a refusal are the ones that do not change what the model answers
 (storage, billing tier, cache keys, `seed`, `detail` on images, a message's
-`name`); docs/llm-translation.md lists them.
+`name`); docs/llm.md lists them.
 
 Temperature: OpenAI takes 0-2, Anthropic 0-1, both default to 1. We clamp
 rather than halve: 0 stays greedy, 0.7 stays 0.7, the default stays the
