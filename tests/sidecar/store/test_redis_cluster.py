@@ -178,3 +178,22 @@ async def test_a_job_accepted_before_a_failover_is_there_after_it(
     finally:
         await store.close()
         await asyncio.to_thread(setup.heal)
+
+
+# -- the test set-ups themselves ------------------------------------------------------
+
+
+class _Unstartable:
+    def start(self) -> None:
+        raise RuntimeError("port taken")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_set_up_that_cannot_start_fails_once_then_skips() -> None:
+    once = StartOnce(_Unstartable())
+    with pytest.raises(pytest.fail.Exception, match="port taken"):
+        once.get()
+    with pytest.raises(pytest.skip.Exception, match="see the first failure"):
+        once.get()
