@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sidecar import bounded, paths
+from sidecar import bounded, paths, redis_url
 from sidecar.durations import parse_duration, parse_size
 from sidecar.llm.prices import Price, parse_price_overrides
 
@@ -139,19 +139,16 @@ def _unix_socket(value: object) -> str:
     return path
 
 
-#: One server, a Redis Cluster (any nodes as seeds), a Sentinel-managed primary.
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
-
-
 def _redis_url(value: object) -> str:
     text = _string(value)
     scheme, sep, rest = text.partition("://")
     # The value is never echoed: a Redis URL may carry a password.
-    if not sep or scheme.lower() not in _REDIS_SCHEMES or not rest:
+    if not sep or scheme.lower() not in redis_url.SCHEMES or not rest:
         raise ValueError(
             "must be a redis://, rediss://, unix://, redis+cluster://, rediss+cluster://"
             " or redis+sentinel:// URL (value not shown)"
         )
+    redis_url.parse_url(text)  # a cluster's or Sentinel's hosts (and SERVICE)
     return text
 
 

@@ -30,7 +30,7 @@ from tests.e2e.test_jobs import (
     until,
 )
 from tests.e2e.test_keys import create_key
-from tests.support.redis import LocalCluster, LocalSentinel, StartOnce
+from tests.support.redis import LocalCluster, LocalSentinel, StartOnce, started_once
 from tests.support.upstream import Upstream, reply, start_upstream
 from tests.support.webhooks import Receiver, verify
 
@@ -40,11 +40,8 @@ SHORT_LEASE = 'job_lease = "2s"\n'
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartOnce[LocalCluster]]:
-    made = LocalCluster(tmp_path_factory.mktemp("e2e-cluster"))
-    try:
-        yield StartOnce(made)
-    finally:
-        made.stop()
+    with started_once(LocalCluster(tmp_path_factory.mktemp("e2e-cluster"))) as made:
+        yield made
 
 
 @pytest.fixture
@@ -61,11 +58,8 @@ def cluster_url(cluster: StartOnce[LocalCluster]) -> str:
 
 @pytest.fixture(scope="module")
 def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartOnce[LocalSentinel]]:
-    made = LocalSentinel(tmp_path_factory.mktemp("e2e-sentinel"))
-    try:
-        yield StartOnce(made)
-    finally:
-        made.stop()
+    with started_once(LocalSentinel(tmp_path_factory.mktemp("e2e-sentinel"))) as made:
+        yield made
 
 
 async def test_two_sidecars_on_a_cluster_share_routes_breaker_idempotency_and_keys(

@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -460,6 +462,8 @@ class LocalSentinel:
 class Startable(Protocol):
     def start(self) -> None: ...
 
+    def stop(self) -> None: ...
+
 
 S = TypeVar("S", bound=Startable)
 
@@ -495,3 +499,12 @@ class StartOnce(Generic[S]):
             )
         self._reported = True
         pytest.fail(f"the test Redis set-up did not start: {self._error}", pytrace=False)
+
+
+@contextmanager
+def started_once(setup: S) -> Iterator[StartOnce[S]]:
+    """`setup` behind a StartOnce for a fixture's scope; stopped at its end."""
+    try:
+        yield StartOnce(setup)
+    finally:
+        setup.stop()

@@ -54,8 +54,37 @@ class Untranslatable(Exception):
     """
 
     def __init__(self, field: str) -> None:
+        # Parts of a field name can come from the body (an unknown key, a block
+        # type): anything that is not a plain identifier is not repeated.
+        field = ".".join(part if _FIELD_PART.fullmatch(part) else "?" for part in field.split("."))
         super().__init__(f"cannot translate {field}")
         self.field = field
+
+
+_FIELD_PART = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _dict(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Untranslatable(field)
+    return value
+
+
+def _str(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise Untranslatable(field)
+    return value
+
+
+def _number(value: Any, field: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Untranslatable(field)
+    return value
+
+
+def _type_of(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else "?"
 
 
 # -- paths -------------------------------------------------------------------
@@ -144,21 +173,21 @@ def request_to_anthropic(
     if system is not None:
         out["system"] = system
     out["messages"] = messages
-    out["max_tokens"] = present.get(
-        "max_completion_tokens", present.get("max_tokens", default_max_tokens)
-    )
-    # The default (1) is sent as no value at all: Anthropic's newest models refuse any
-    # sampling parameter but still behave exactly as temperature 1 / top_p 1.
-    temperature = min(float(present.get("temperature", 1.0)), 1.0)
-    if temperature != 1.0:
+    limit = "max_completion_tokens" if "max_completion_tokens" in present else "max_tokens"
+    out["max_tokens"] = _integer(present.get(limit, default_max_tokens), limit)
+    # A default (1) is sent as no value at all: Anthropic's newest models refuse
+    # non-default sampling parameters, and no value is that same default.
+    temperature = min(_number(present.get("temperature", 1), "temperature"), 1)
+    if temperature != 1:
         out["temperature"] = temperature
-    if present.get("top_p", 1) != 1:
-        out["top_p"] = present["top_p"]
+    top_p = _number(present.get("top_p", 1), "top_p")
+    if top_p != 1:
+        out["top_p"] = top_p
     stop = present.get("stop")
     if isinstance(stop, str):
         out["stop_sequences"] = [stop]
     elif stop:
-        out["stop_sequences"] = list(stop)
+        out["stop_sequences"] = [_str(item, "stop") for item in _as_list(stop, "stop")]
     if "stream" in present:
         out["stream"] = bool(present["stream"])
     user = present.get("safety_identifier", present.get("user"))
@@ -177,6 +206,12 @@ def request_to_anthropic(
     return out
 
 
+def _integer(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Untranslatable(field)
+    return value
+
+
 def _refuse_openai_only(present: dict[str, Any]) -> None:
     if present.get("n", 1) != 1:
         raise Untranslatable("n")
@@ -189,7 +224,7 @@ def _refuse_openai_only(present: dict[str, Any]) -> None:
             raise Untranslatable(penalty)
     if present.get("logit_bias"):
         raise Untranslatable("logit_bias")
-    if any(mode != "text" for mode in present.get("modalities", [])):
+    if any(mode != "text" for mode in _as_list(present.get("modalities", []), "modalities")):
         raise Untranslatable("modalities")
     response_format = present.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type", "text") != "text":
@@ -256,10 +291,9 @@ def _system_blocks(content: Any) -> list[dict[str, Any]]:
 
 
 def _text_part(part: Any, where: str) -> dict[str, Any]:
-    if not isinstance(part, dict) or part.get("type") != "text":
-        kind = part.get("type") if isinstance(part, dict) else None
-        raise Untranslatable(f"{where}.{kind}")
-    return {"type": "text", "text": str(part.get("text", ""))}
+    if _type_of(part) != "text":
+        raise Untranslatable(f"{where}.{_type_of(part)}")
+    return {"type": "text", "text": _str(part.get("text", ""), f"{where}.text")}
 
 
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
@@ -268,10 +302,11 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         return [{"type": "text", "text": content}]
     blocks: list[dict[str, Any]] = []
     for part in _as_list(content, "messages.user"):
-        kind = part.get("type") if isinstance(part, dict) else None
+        kind = _type_of(part)
         if kind == "text":
-            if part.get("text"):
-                blocks.append({"type": "text", "text": part["text"]})
+            text = _text_part(part, "messages.user")
+            if text["text"]:
+                blocks.append(text)
         elif kind == "image_url":
             blocks.append(_image_to_anthropic(part.get("image_url")))
         else:
@@ -312,14 +347,17 @@ def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
             blocks.append({"type": "text", "text": content})
     elif content is not None:
         for part in _as_list(content, "messages.assistant"):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text" and part.get("text"):
-                blocks.append({"type": "text", "text": part["text"]})
-            elif kind == "refusal" and part.get("refusal"):
-                blocks.append({"type": "text", "text": part["refusal"]})
-            elif kind not in ("text", "refusal"):
+            kind = _type_of(part)
+            if kind == "text":
+                text = _str(part.get("text", ""), "messages.assistant.text")
+            elif kind == "refusal":
+                text = _str(part.get("refusal", ""), "messages.assistant.refusal")
+            else:
                 raise Untranslatable(f"messages.assistant.{kind}")
-    for call in message.get("tool_calls") or []:
+            if text:
+                blocks.append({"type": "text", "text": text})
+    calls = message.get("tool_calls") or []
+    for call in _as_list(calls, "messages.assistant.tool_calls"):
         blocks.append(_tool_call_to_tool_use(call))
     return blocks
 
@@ -327,7 +365,7 @@ def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
 def _tool_call_to_tool_use(call: Any) -> dict[str, Any]:
     if not isinstance(call, dict) or call.get("type", "function") != "function":
         raise Untranslatable("messages.assistant.tool_calls.type")
-    function = call.get("function") or {}
+    function = _dict(call.get("function"), "messages.assistant.tool_calls.function")
     arguments = parse_arguments(
         function.get("arguments"), "messages.assistant.tool_calls.arguments"
     )
@@ -337,7 +375,7 @@ def _tool_call_to_tool_use(call: Any) -> dict[str, Any]:
     return {
         "type": "tool_use",
         "id": call_id,
-        "name": function.get("name"),
+        "name": _str(function.get("name"), "messages.assistant.tool_calls.name"),
         "input": arguments,
     }
 
@@ -359,7 +397,8 @@ def parse_arguments(arguments: Any, field: str) -> dict[str, Any]:
 
 
 def _tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    call_id = _str(message.get("tool_call_id"), "messages.tool.tool_call_id")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
     content = message.get("content")
     if isinstance(content, str):
         if content:
@@ -371,15 +410,15 @@ def _tool_result_block(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_to_anthropic(tool: Any) -> dict[str, Any]:
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        raise Untranslatable(f"tools.{kind}")
-    function = tool.get("function") or {}
-    out: dict[str, Any] = {"name": function.get("name")}
+    if _type_of(tool) != "function":
+        raise Untranslatable(f"tools.{_type_of(tool)}")
+    function = _dict(tool.get("function"), "tools.function")
+    out: dict[str, Any] = {"name": _str(function.get("name"), "tools.function.name")}
     if function.get("description"):
-        out["description"] = function["description"]
+        out["description"] = _str(function["description"], "tools.function.description")
     # Anthropic requires an object schema; OpenAI lets a no-argument tool omit it.
-    out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    out["input_schema"] = _dict(parameters, "tools.function.parameters")
     if function.get("strict") is not None:
         out["strict"] = bool(function["strict"])
     return out
@@ -394,8 +433,9 @@ def _tool_choice_to_anthropic(choice: Any) -> dict[str, Any] | None:
         return {"type": "any"}
     if choice == "none":
         return {"type": "none"}
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    if _type_of(choice) == "function":
+        function = _dict(choice.get("function"), "tool_choice.function")
+        return {"type": "tool", "name": _str(function.get("name"), "tool_choice.function.name")}
     raise Untranslatable("tool_choice")
 
 
@@ -428,8 +468,7 @@ def request_to_openai(body: dict[str, Any], *, model: str) -> dict[str, Any]:
             # top_k, cache_control (automatic caching), container, mcp_servers,
             # context_management, output_config, inference_geo, anything newer
             raise Untranslatable(key)
-    thinking = present.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") != "disabled":
+    if "thinking" in present and _type_of(present["thinking"]) != "disabled":
         raise Untranslatable("thinking")
 
     messages: list[dict[str, Any]] = []
@@ -441,30 +480,28 @@ def request_to_openai(body: dict[str, Any], *, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"model": model, "messages": messages}
     if "max_tokens" in present:
         # max_tokens is deprecated on OpenAI and refused by its reasoning models.
-        out["max_completion_tokens"] = present["max_tokens"]
+        out["max_completion_tokens"] = _integer(present["max_tokens"], "max_tokens")
     for key in ("temperature", "top_p"):
         if key in present:
-            out[key] = present[key]
-    stops = present.get("stop_sequences")
+            out[key] = _number(present[key], key)
+    stops = _as_list(present.get("stop_sequences", []), "stop_sequences")
     if stops:
         if len(stops) > _OPENAI_MAX_STOP:
             raise Untranslatable("stop_sequences")
-        out["stop"] = list(stops)
+        out["stop"] = [_str(stop, "stop_sequences") for stop in stops]
     if present.get("stream"):
         out["stream"] = True
         # Without it an OpenAI stream carries no usage, and cost/budgets need it.
         out["stream_options"] = {"include_usage": True}
-    user = (present.get("metadata") or {}).get("user_id")
+    user = _dict(present.get("metadata", {}), "metadata").get("user_id")
     if user:
-        out["user"] = user
+        out["user"] = _str(user, "metadata.user_id")
     tools = present.get("tools")
     if tools:
         out["tools"] = [_tool_to_openai(tool) for tool in _as_list(tools, "tools")]
     choice = present.get("tool_choice")
     if isinstance(choice, dict):
-        translated = _tool_choice_to_openai(choice)
-        if translated is not None:
-            out["tool_choice"] = translated
+        out["tool_choice"] = _tool_choice_to_openai(choice)
         if choice.get("disable_parallel_tool_use") and tools:
             out["parallel_tool_calls"] = False
     elif choice is not None:
@@ -484,12 +521,11 @@ def _system_to_openai(system: Any) -> list[dict[str, Any]]:
 
 
 def _anthropic_text(block: Any, where: str) -> dict[str, Any]:
-    if not isinstance(block, dict) or block.get("type") != "text":
-        kind = block.get("type") if isinstance(block, dict) else None
-        raise Untranslatable(f"{where}.{kind}")
+    if _type_of(block) != "text":
+        raise Untranslatable(f"{where}.{_type_of(block)}")
     _refuse_cache_control(block)
     # citations on a text block only annotate it; the text is what the model reads.
-    return {"type": "text", "text": str(block.get("text", ""))}
+    return {"type": "text", "text": _str(block.get("text", ""), f"{where}.text")}
 
 
 def _refuse_cache_control(block: dict[str, Any]) -> None:
@@ -515,7 +551,7 @@ def _user_to_openai(content: Any) -> list[dict[str, Any]]:
     tool_messages: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for block in _as_list(content, "messages.user"):
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _type_of(block)
         if kind == "tool_result":
             _refuse_cache_control(block)
             tool_messages.append(_tool_result_to_openai(block))
@@ -538,13 +574,13 @@ def _user_to_openai(content: Any) -> list[dict[str, Any]]:
 
 
 def _image_to_openai(source: Any) -> dict[str, Any]:
-    kind = source.get("type") if isinstance(source, dict) else None
+    kind = _type_of(source)
     if kind == "base64":
-        assert isinstance(source, dict)
-        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        media_type = _str(source.get("media_type"), "messages.user.image.source.media_type")
+        data = _str(source.get("data"), "messages.user.image.source.data")
+        url = f"data:{media_type};base64,{data}"
     elif kind == "url":
-        assert isinstance(source, dict)
-        url = str(source.get("url"))
+        url = _str(source.get("url"), "messages.user.image.source.url")
     else:
         raise Untranslatable(f"messages.user.image.source.{kind}")
     return {"type": "image_url", "image_url": {"url": url}}
@@ -565,7 +601,8 @@ def _tool_result_to_openai(block: dict[str, Any]) -> dict[str, Any]:
             for part in _as_list(content, "tool_result")
         ]
         text = parts[0]["text"] if len(parts) == 1 else parts
-    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
+    call_id = _str(block.get("tool_use_id"), "messages.user.tool_result.tool_use_id")
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
 def _assistant_to_openai(content: Any) -> dict[str, Any]:
@@ -574,21 +611,24 @@ def _assistant_to_openai(content: Any) -> dict[str, Any]:
     texts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for block in _as_list(content, "messages.assistant"):
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _type_of(block)
         if kind == "text":
-            if block.get("text"):
-                texts.append(_anthropic_text(block, "messages.assistant"))
+            text = _anthropic_text(block, "messages.assistant")
+            if text["text"]:
+                texts.append(text)
         elif kind == "tool_use":
             _refuse_cache_control(block)
-            if len(str(block.get("id"))) > _OPENAI_MAX_CALL_ID:
+            call_id = _str(block.get("id"), "messages.assistant.tool_use.id")
+            if len(call_id) > _OPENAI_MAX_CALL_ID:
                 raise Untranslatable("messages.assistant.tool_use.id")
+            arguments = _dict(block.get("input", {}), "messages.assistant.tool_use.input")
             calls.append(
                 {
-                    "id": block.get("id"),
+                    "id": call_id,
                     "type": "function",
                     "function": {
-                        "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                        "name": _str(block.get("name"), "messages.assistant.tool_use.name"),
+                        "arguments": json.dumps(arguments, ensure_ascii=False),
                     },
                 }
             )
@@ -624,8 +664,7 @@ _ANTHROPIC_TOOL_KEYS = frozenset(
 def _tool_to_openai(tool: Any) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type", "custom") != "custom":
         # Anthropic server tools (web_search_…, bash_…, text_editor_…, code_execution_…)
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        raise Untranslatable(f"tools.{kind}")
+        raise Untranslatable(f"tools.{_type_of(tool)}")
     _refuse_cache_control(tool)
     for key in tool:
         if key not in _ANTHROPIC_TOOL_KEYS:
@@ -637,14 +676,15 @@ def _tool_to_openai(tool: Any) -> dict[str, Any]:
         raise Untranslatable("tools.name")
     function: dict[str, Any] = {"name": name}
     if tool.get("description"):
-        function["description"] = tool["description"]
-    function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        function["description"] = _str(tool["description"], "tools.description")
+    schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+    function["parameters"] = _dict(schema, "tools.input_schema")
     if tool.get("strict") is not None:
         function["strict"] = bool(tool["strict"])
     return {"type": "function", "function": function}
 
 
-def _tool_choice_to_openai(choice: dict[str, Any]) -> str | dict[str, Any] | None:
+def _tool_choice_to_openai(choice: dict[str, Any]) -> str | dict[str, Any]:
     kind = choice.get("type")
     if kind == "auto":
         return "auto"
@@ -653,7 +693,8 @@ def _tool_choice_to_openai(choice: dict[str, Any]) -> str | dict[str, Any] | Non
     if kind == "none":
         return "none"
     if kind == "tool":
-        return {"type": "function", "function": {"name": choice.get("name")}}
+        name = _str(choice.get("name"), "tool_choice.name")
+        return {"type": "function", "function": {"name": name}}
     raise Untranslatable("tool_choice")
 
 

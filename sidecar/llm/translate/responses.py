@@ -13,7 +13,8 @@ import json
 import time
 from typing import Any
 
-from sidecar.llm.translate.requests import parse_arguments
+from sidecar.llm.translate.requests import Untranslatable, parse_arguments
+from sidecar.llm.translate.shapes import count, obj, objs, text
 
 # Anthropic stop_reason -> OpenAI finish_reason. pause_turn only follows server
 # tools (which are never translated); the turn did end, so "stop".
@@ -70,10 +71,10 @@ def stop_reason_for(
 
 def usage_to_openai(usage: dict[str, Any]) -> dict[str, Any]:
     """Anthropic usage as OpenAI usage (prompt tokens include the cached ones)."""
-    cache_read = _count(usage.get("cache_read_input_tokens"))
-    cache_write = _count(usage.get("cache_creation_input_tokens"))
-    prompt = _count(usage.get("input_tokens")) + cache_read + cache_write
-    completion = _count(usage.get("output_tokens"))
+    cache_read = count(usage.get("cache_read_input_tokens"))
+    cache_write = count(usage.get("cache_creation_input_tokens"))
+    prompt = count(usage.get("input_tokens")) + cache_read + cache_write
+    completion = count(usage.get("output_tokens"))
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -84,12 +85,11 @@ def usage_to_openai(usage: dict[str, Any]) -> dict[str, Any]:
 
 def usage_to_anthropic(usage: dict[str, Any]) -> dict[str, Any]:
     """OpenAI usage as Anthropic usage (input tokens exclude the cached ones)."""
-    details = usage.get("prompt_tokens_details") or {}
-    cached = _count(details.get("cached_tokens"))
-    prompt = _count(usage.get("prompt_tokens"))
+    cached = count(obj(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    prompt = count(usage.get("prompt_tokens"))
     return {
         "input_tokens": max(prompt - cached, 0),
-        "output_tokens": _count(usage.get("completion_tokens")),
+        "output_tokens": count(usage.get("completion_tokens")),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
@@ -101,18 +101,21 @@ def response_to_openai(
     """An Anthropic Message as an OpenAI chat.completion (one choice)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for block in message.get("content") or []:
+    for block in objs(message.get("content")):
         kind = block.get("type")
         if kind == "text":
-            texts.append(str(block.get("text", "")))
+            texts.append(text(block.get("text")))
         elif kind == "tool_use":
+            arguments = block.get("input", {})
+            if not isinstance(arguments, dict):
+                raise Untranslatable("tool_use.input")
             calls.append(
                 {
-                    "id": block.get("id"),
+                    "id": text(block.get("id")),
                     "type": "function",
                     "function": {
-                        "name": block.get("name"),
-                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                        "name": text(block.get("name")),
+                        "arguments": json.dumps(arguments, ensure_ascii=False),
                     },
                 }
             )
@@ -126,21 +129,21 @@ def response_to_openai(
     if calls:
         reply["tool_calls"] = calls
     return {
-        "id": message.get("id"),
+        "id": text(message.get("id")),
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
-        "model": model or message.get("model"),
+        "model": model or text(message.get("model")),
         "choices": [
             {
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
                 "finish_reason": finish_reason_for(
-                    message.get("stop_reason"), called_tools=bool(calls)
+                    text(message.get("stop_reason")), called_tools=bool(calls)
                 ),
             }
         ],
-        "usage": usage_to_openai(message.get("usage") or {}),
+        "usage": usage_to_openai(obj(message.get("usage"))),
     }
 
 
@@ -154,45 +157,40 @@ def response_to_anthropic(
     tool_use input must be an object, and inventing `{}` would run the tool
     with no arguments.
     """
-    choices = completion.get("choices") or [{}]
-    choice = choices[0]
-    reply = choice.get("message") or {}
+    choice = (objs(completion.get("choices")) or [{}])[0]
+    reply = obj(choice.get("message"))
     content: list[dict[str, Any]] = []
-    text = reply.get("content")
-    if isinstance(text, list):
-        text = "".join(str(part.get("text", "")) for part in text if isinstance(part, dict))
-    if text:
-        content.append({"type": "text", "text": text})
-    refusal = reply.get("refusal")
+    said = reply.get("content")
+    if isinstance(said, list):
+        said = "".join(text(part.get("text")) for part in objs(said))
+    if text(said):
+        content.append({"type": "text", "text": said})
+    refusal = text(reply.get("refusal"))
     if refusal:
         content.append({"type": "text", "text": refusal})
-    for call in reply.get("tool_calls") or []:
-        function = call.get("function") or {}
+    for call in objs(reply.get("tool_calls")):
+        function = obj(call.get("function"))
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id"),
-                "name": function.get("name"),
+                "id": text(call.get("id")),
+                "name": text(function.get("name")),
                 "input": parse_arguments(function.get("arguments"), "tool_calls.arguments"),
             }
         )
     stop_reason, stop_sequence = stop_reason_for(
-        choice.get("finish_reason"),
+        text(choice.get("finish_reason")),
         called_tools=any(block["type"] == "tool_use" for block in content),
         refused=bool(refusal),
         matched=choice.get("stop_reason"),
     )
     return {
-        "id": completion.get("id"),
+        "id": text(completion.get("id")),
         "type": "message",
         "role": "assistant",
-        "model": model or completion.get("model"),
+        "model": model or text(completion.get("model")),
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": usage_to_anthropic(completion.get("usage") or {}),
+        "usage": usage_to_anthropic(obj(completion.get("usage"))),
     }
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0

@@ -36,6 +36,10 @@ from sidecar.llm.translate.responses import (
     usage_to_anthropic,
     usage_to_openai,
 )
+from sidecar.llm.translate.shapes import index as _index
+from sidecar.llm.translate.shapes import obj as _obj
+from sidecar.llm.translate.shapes import objs as _objs
+from sidecar.llm.translate.shapes import text as _text
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -82,18 +86,17 @@ class StreamToOpenAI:
         """Translate one Anthropic event (its SSE event name and parsed data)."""
         if self.done:
             return []
-        kind = event if event and event != "message" else str(data.get("type", ""))
+        kind = event if event and event != "message" else _text(data.get("type"))
         if kind == "message_start":
-            message = data.get("message") or {}
-            self._usage.update(message.get("usage") or {})
+            self._merge_usage(_obj(_obj(data.get("message")).get("usage")))
             return self._role()
         if kind == "content_block_start":
             return self._block_start(data)
         if kind == "content_block_delta":
             return self._block_delta(data)
         if kind == "message_delta":
-            self._merge_usage(data.get("usage") or {})
-            stop_reason = (data.get("delta") or {}).get("stop_reason")
+            self._merge_usage(_obj(data.get("usage")))
+            stop_reason = _text(_obj(data.get("delta")).get("stop_reason")) or None
             return self._finish(stop_reason)
         if kind == "message_stop":
             frames = self._finish(None)
@@ -104,42 +107,41 @@ class StreamToOpenAI:
             return frames
         if kind == "error":
             self.done = True
-            error = data.get("error") or {}
-            status = status_for_anthropic_type(str(error.get("type", "")))
+            status = status_for_anthropic_type(_text(_obj(data.get("error")).get("type")))
             return [openai_frame(error_to_openai(status, data))]
         # ping, content_block_stop, and event kinds added later carry nothing to translate
         return []
 
     def _block_start(self, data: dict[str, Any]) -> list[bytes]:
-        block = data.get("content_block") or {}
-        index = int(data.get("index", 0))
-        if block.get("type") == "text" and block.get("text"):
+        block = _obj(data.get("content_block"))
+        index = _index(data.get("index"))
+        if block.get("type") == "text" and _text(block.get("text")):
             return self._content({"content": block["text"]})
         if block.get("type") != "tool_use":
             # thinking and server-tool blocks: not part of a chat.completion
             return []
         tool_index = len(self._tool_index)
         self._tool_index[index] = tool_index
-        prefilled = block.get("input") or {}
+        prefilled = _obj(block.get("input"))
         arguments = json.dumps(prefilled, ensure_ascii=False) if prefilled else ""
         if prefilled:
             self._prefilled.add(index)
         call = {
             "index": tool_index,
-            "id": block.get("id"),
+            "id": _text(block.get("id")) or f"call_{self.request_id}_{tool_index}",
             "type": "function",
-            "function": {"name": block.get("name"), "arguments": arguments},
+            "function": {"name": _text(block.get("name")), "arguments": arguments},
         }
         return self._content({"tool_calls": [call]})
 
     def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
-        delta = data.get("delta") or {}
-        index = int(data.get("index", 0))
-        if delta.get("type") == "text_delta" and delta.get("text"):
+        delta = _obj(data.get("delta"))
+        index = _index(data.get("index"))
+        if delta.get("type") == "text_delta" and _text(delta.get("text")):
             return self._content({"content": delta["text"]})
         if (
             delta.get("type") == "input_json_delta"
-            and delta.get("partial_json")  # the first fragment is often ""
+            and _text(delta.get("partial_json"))  # the first fragment is often ""
             and index in self._tool_index
             and index not in self._prefilled
         ):
@@ -252,18 +254,18 @@ class StreamToAnthropic:
         frames = self._start()
         if isinstance(data.get("usage"), dict):
             self._usage = data["usage"]
-        for choice in data.get("choices") or []:
-            if choice.get("index", 0) != 0:
+        for choice in _objs(data.get("choices")):
+            if _index(choice.get("index")) != 0:
                 continue  # n > 1 is refused at the request; never more than one answer
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                frames += self._text(str(delta["content"]))
-            if delta.get("refusal"):
+            delta = _obj(choice.get("delta"))
+            if _text(delta.get("content")):
+                frames += self._add_text(delta["content"])
+            if _text(delta.get("refusal")):
                 self._refused = True
-                frames += self._text(str(delta["refusal"]))
-            for call in delta.get("tool_calls") or []:
+                frames += self._add_text(delta["refusal"])
+            for call in _objs(delta.get("tool_calls")):
                 frames += self._tool_call(call)
-            if choice.get("finish_reason"):
+            if _text(choice.get("finish_reason")):
                 self._finish_reason = choice["finish_reason"]
                 self._matched_stop = choice.get("stop_reason")
         return frames
@@ -316,7 +318,7 @@ class StreamToAnthropic:
         }
         return [anthropic_frame({"type": "message_start", "message": message})]
 
-    def _text(self, text: str) -> list[bytes]:
+    def _add_text(self, text: str) -> list[bytes]:
         live = self._live
         if self._waiting:
             last = self._waiting[-1]
@@ -338,14 +340,14 @@ class StreamToAnthropic:
 
     def _tool_call(self, call: dict[str, Any]) -> list[bytes]:
         frames: list[bytes] = []
-        position = int(call.get("index", 0))
-        function = call.get("function") or {}
+        position = _index(call.get("index"))
+        function = _obj(call.get("function"))
         block = self._tools.get(position)
         if block is None:
             block = _Block(
                 "tool_use",
-                tool_id=str(call.get("id") or f"toolu_{self.request_id}_{position}"),
-                name=str(function.get("name") or ""),
+                tool_id=_text(call.get("id")) or f"toolu_{self.request_id}_{position}",
+                name=_text(function.get("name")),
             )
             self._tools[position] = block
             live = self._live
@@ -355,7 +357,7 @@ class StreamToAnthropic:
                 frames += self._open(block)
             else:
                 self._waiting.append(block)
-        fragment = function.get("arguments") or ""
+        fragment = _text(function.get("arguments"))
         if not fragment:
             return frames
         block.arguments += fragment

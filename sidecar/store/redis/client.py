@@ -40,8 +40,8 @@ from redis.exceptions import (
 
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
+from sidecar.redis_url import Topology
 from sidecar.store.base import StoreHealth
-from sidecar.store.redis.connect import Topology
 
 T = TypeVar("T")
 

@@ -32,7 +32,7 @@ from sidecar.store.base import Store
 from sidecar.store.embedded import EmbeddedStore
 from sidecar.store.memory import MemoryStore
 from tests.support.clock import FakeClock
-from tests.support.redis import LocalCluster, StartOnce
+from tests.support.redis import LocalCluster, StartOnce, started_once
 
 #: Room for every entry a contract test stores.
 CACHE_BYTES = 1 << 20
@@ -64,12 +64,8 @@ def fake() -> FakeClock:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartOnce[LocalCluster]]:
     """One private 3-node Redis Cluster for the session, started on first use."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    once = StartOnce(cluster)
-    try:
-        yield once
-    finally:
-        cluster.stop()
+    with started_once(LocalCluster(tmp_path_factory.mktemp("cluster"))) as cluster:
+        yield cluster
 
 
 @pytest.fixture

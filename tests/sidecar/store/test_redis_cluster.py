@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from redis.exceptions import RedisClusterException
 
-from sidecar.config import load
+from sidecar.config import ConfigError, load
 from sidecar.errors import StoreUnavailable
+from sidecar.redis_url import Endpoints, parse_url
 from sidecar.store.redis import RedisStore
-from sidecar.store.redis.connect import Endpoints, parse_url
 from tests.sidecar.store.test_jobs_contract import make_job
 from tests.support.clock import FakeClock
-from tests.support.redis import LocalCluster, LocalSentinel, StartOnce, command
+from tests.support.redis import LocalCluster, LocalSentinel, StartOnce, command, started_once
 
 # -- URLs ----------------------------------------------------------------------------
 
@@ -74,6 +74,10 @@ def test_a_bad_url_is_refused_without_quoting_it(url: str) -> None:
 def test_the_settings_take_the_cluster_and_sentinel_schemes() -> None:
     for url in ("redis+cluster://127.0.0.1:7000", "rediss+cluster://h", "redis+sentinel://s/svc"):
         assert load(None, {"MIRAPI_REDIS": url}, {}).redis == url
+    # A cluster or Sentinel URL is checked whole when read, not when first used.
+    with pytest.raises(ConfigError) as refused:
+        load(None, {"MIRAPI_REDIS": "redis+sentinel://:hunter2@s:26379"}, {})
+    assert "hunter2" not in str(refused.value)
 
 
 # -- the cluster ----------------------------------------------------------------------
@@ -139,11 +143,8 @@ async def test_a_notice_through_one_seed_reaches_a_listener_through_another(
 
 @pytest.fixture(scope="module")
 def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartOnce[LocalSentinel]]:
-    setup = LocalSentinel(tmp_path_factory.mktemp("sentinel"))
-    try:
-        yield StartOnce(setup)
-    finally:
-        setup.stop()
+    with started_once(LocalSentinel(tmp_path_factory.mktemp("sentinel"))) as setup:
+        yield setup
 
 
 async def test_a_job_accepted_before_a_failover_is_there_after_it(
@@ -177,3 +178,22 @@ async def test_a_job_accepted_before_a_failover_is_there_after_it(
     finally:
         await store.close()
         await asyncio.to_thread(setup.heal)
+
+
+# -- the test set-ups themselves ------------------------------------------------------
+
+
+class _Unstartable:
+    def start(self) -> None:
+        raise RuntimeError("port taken")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_set_up_that_cannot_start_fails_once_then_skips() -> None:
+    once = StartOnce(_Unstartable())
+    with pytest.raises(pytest.fail.Exception, match="port taken"):
+        once.get()
+    with pytest.raises(pytest.skip.Exception, match="see the first failure"):
+        once.get()

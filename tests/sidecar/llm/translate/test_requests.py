@@ -613,3 +613,17 @@ def test_a_path_with_no_counterpart_is_refused(path: str, to: Any) -> None:
     with pytest.raises(Untranslatable) as refused:
         translated_path(path, to)
     assert refused.value.field == "path"
+
+
+def test_a_field_name_from_the_body_is_repeated_only_if_it_is_a_plain_name() -> None:
+    with pytest.raises(Untranslatable) as refused:
+        request_to_openai(anthropic_body(**{"Bearer sk-live-123": 1}), model="gpt")
+    assert refused.value.field == "?"
+    content = [{"type": "<script>", "text": "x"}]
+    with pytest.raises(Untranslatable) as refused:
+        request_to_anthropic(
+            openai_body(messages=[{"role": "user", "content": content}]),
+            model="c",
+            default_max_tokens=1,
+        )
+    assert refused.value.field == "messages.user.?"
