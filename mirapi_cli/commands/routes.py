@@ -32,7 +32,7 @@ from mirapi_cli.store_access import with_store
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from sidecar.routes import Route, RouteError
+    from sidecar.routes import Endpoint, Route, RouteError
     from sidecar.store.base import Store
 
 T = TypeVar("T")
@@ -136,9 +136,7 @@ def add(
     ] = None,
     llm_first_token_timeout: Annotated[
         str | None,
-        typer.Option(
-            metavar="D", help="Fail a stream over with no content by then (LLM routes)."
-        ),
+        typer.Option(metavar="D", help="Fail a stream over with no content by then (LLM routes)."),
     ] = None,
     replace: ReplaceOption = False,
     as_json: JsonOption = False,
@@ -430,10 +428,7 @@ def route_json(route: Route) -> dict[str, Any]:
                 "headers": dict(e.headers),
                 "timeout": None if e.timeout is None else format_duration(e.timeout),
                 "secret": e.secret,
-                "provider": e.provider,
-                "model": e.model,
-                "model_map": dict(e.model_map),
-                "price": "free" if e.free else None,
+                **_llm_json(e),
             }
             for e in route.endpoints
         ],
@@ -442,7 +437,23 @@ def route_json(route: Route) -> dict[str, Any]:
         "pci_guard": route.pci_guard,
         "race_writes": route.race_writes,
         "rate_limit": route.rate_limit,
-        "llm_max_tokens": route.llm_max_tokens,
+        **({"llm_max_tokens": route.llm_max_tokens} if _is_llm(route) else {}),
+    }
+
+
+def _is_llm(route: Route) -> bool:
+    return any(endpoint.provider is not None for endpoint in route.endpoints)
+
+
+def _llm_json(endpoint: Endpoint) -> dict[str, Any]:
+    """An LLM endpoint's settings (SPEC §10); nothing for any other endpoint."""
+    if endpoint.provider is None:
+        return {}
+    return {
+        "provider": endpoint.provider,
+        "model": endpoint.model,
+        "model_map": dict(endpoint.model_map),
+        "price": "free" if endpoint.free else None,
     }
 
 

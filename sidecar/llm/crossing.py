@@ -59,7 +59,11 @@ class Crossing:
         return urlunsplit(parts._replace(path=translated_path(parts.path, self.wire)))
 
     def answer(self, body: bytes) -> bytes | None:
-        """A whole JSON answer in the client's format; None when it is not a JSON object."""
+        """A whole JSON answer in the client's format; None when it is not a JSON object.
+
+        Untranslatable when the answer cannot be said in the client's format
+        (tool-call arguments that are not a JSON object, cut by a length limit).
+        """
         document = _object(body)
         if document is None:
             return None
@@ -90,10 +94,12 @@ class StreamCrossing:
 
     def __post_init__(self) -> None:
         model = self.crossing.model
+        # Ids the client's SDK expects to see: chatcmpl-… / msg_….
         if self.crossing.client == "openai":
-            self._to_openai = StreamToOpenAI(model, self.request_id, self.include_usage)
+            chunk_id = f"chatcmpl-{self.request_id}"
+            self._to_openai = StreamToOpenAI(model, chunk_id, self.include_usage)
         else:
-            self._to_anthropic = StreamToAnthropic(model, self.request_id)
+            self._to_anthropic = StreamToAnthropic(model, f"msg_{self.request_id}")
 
     def feed(self, raw: bytes) -> list[bytes]:
         """One upstream SSE event (its raw bytes) as the client's frames."""

@@ -230,8 +230,10 @@ class LlmMeter:
             )
         except StoreUnavailable:
             # The reservation expires on its own; the spend is lost, never the answer.
-            log.warning("LLM spend of request %s not recorded: the store did not answer",
-                        exchange.request_id)
+            log.warning(
+                "LLM spend of request %s not recorded: the store did not answer",
+                exchange.request_id,
+            )
 
     def settle_soon(self, exchange: Exchange) -> None:
         """Settle in the background: a stream's end, or a cancelled call, cannot wait."""

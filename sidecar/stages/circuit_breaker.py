@@ -46,7 +46,6 @@ from sidecar.store.breaker import Admission, BreakerState, BreakerStore
 log = logging.getLogger(__name__)
 
 
-
 def counts_as_failure(status: int) -> bool:
     """True for an answer that shows the upstream unwell: any 5xx."""
     return status >= 500

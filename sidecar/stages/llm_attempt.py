@@ -123,17 +123,19 @@ class LlmAttempt:
         verdict = classify_status(response.status, body)
         if verdict == "quota":
             raise EndpointRefused(
-                "llm-quota", f"{response.status}: the provider's quota is spent",
-                response, opens_breaker=True,
+                "llm-quota",
+                f"{response.status}: the provider's quota is spent",
+                response,
+                opens_breaker=True,
             )
         if verdict == "next_endpoint":
             raise EndpointRefused(
-                "llm-next-endpoint", f"{response.status}: the call is too long for this model",
-                response, counts_against_host=False,
+                "llm-next-endpoint",
+                f"{response.status}: the call is too long for this model",
+                response,
+                counts_against_host=False,
             )
-        if verdict == "retry" and not exchange.policy.retry_on.status_is_retryable(
-            response.status
-        ):
+        if verdict == "retry" and not exchange.policy.retry_on.status_is_retryable(response.status):
             # 408 and the like: retryable for an LLM call whatever X-Retry-On says.
             raise EndpointRefused("timeout", f"{response.status} from the provider", response)
         return response
@@ -155,7 +157,11 @@ class LlmAttempt:
             call.usage = usage_from_body(wire, document)
             call.model = model_from_body(document) or call.model
         if crossing is not None:
-            translated = crossing.answer(body)
+            try:
+                translated = crossing.answer(body)
+            except Untranslatable as refused:
+                call.untranslatable.append((crossing.wire, refused.field))
+                raise UpstreamFailure("reset", "the answer cannot be translated") from None
             if translated is None:
                 raise UpstreamFailure("reset", "the answer is not the provider's JSON")
             return Response(
@@ -170,8 +176,12 @@ class LlmAttempt:
         assert response.stream is not None
         wire = crossing.wire if crossing is not None else call.format
         watcher = StreamWatcher(wire)
-        relay = _Relay(call, crossing.stream(exchange.request_id, call.request.wants_usage)
-                       if crossing is not None else None)
+        relay = _Relay(
+            call,
+            crossing.stream(exchange.request_id, call.request.wants_usage)
+            if crossing is not None
+            else None,
+        )
         chunks = aiter(response.stream)
         held: list[bytes] = []
         timeout = exchange.policy.llm_first_token_timeout
@@ -231,7 +241,9 @@ class LlmAttempt:
             if cut_reason is not None and not call.cut:
                 call.cut = True
                 yield stream_error_event(
-                    call.format, f"{cut_reason}; the answer is incomplete", "api_error",
+                    call.format,
+                    f"{cut_reason}; the answer is incomplete",
+                    "api_error",
                     exchange.request_id,
                 )
         finally:

@@ -41,6 +41,8 @@ def wants_tool(call: dict[str, Any], fmt: str) -> bool:
         isinstance(content, list)
         and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
     )
+
+
 #: What every answer reports using: 1,000 input tokens (200 of them cached), 50 output.
 USAGE = {"input": 1000, "cached": 200, "output": 50}
 
@@ -187,8 +189,10 @@ class OpenAIProvider(Provider):
                     {
                         "id": "call_1",
                         "type": "function",
-                        "function": {"name": call["tools"][0]["function"]["name"],
-                                     "arguments": json.dumps(TOOL_INPUT)},
+                        "function": {
+                            "name": call["tools"][0]["function"]["name"],
+                            "arguments": json.dumps(TOOL_INPUT),
+                        },
                     }
                 ],
             }
@@ -220,8 +224,12 @@ class OpenAIProvider(Provider):
         if wants_tool(call, "openai"):
             name = call["tools"][0]["function"]["name"]
             arguments = json.dumps(TOOL_INPUT)
-            start = {"index": 0, "id": "call_1", "type": "function",
-                     "function": {"name": name, "arguments": ""}}
+            start = {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
             frames.append(self._chunk(call, {"tool_calls": [start]}, None))
             for piece in (arguments[:5], arguments[5:]):
                 part = {"index": 0, "function": {"arguments": piece}}
@@ -271,8 +279,14 @@ class AnthropicProvider(Provider):
             "role": "assistant",
             "model": call.get("model", "x"),
             "content": (
-                [{"type": "tool_use", "id": "toolu_1", "name": call["tools"][0]["name"],
-                  "input": TOOL_INPUT}]
+                [
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": call["tools"][0]["name"],
+                        "input": TOOL_INPUT,
+                    }
+                ]
                 if wants_tool(call, "anthropic")
                 else [{"type": "text", "text": "".join(TEXT)}]
             ),
@@ -289,27 +303,54 @@ class AnthropicProvider(Provider):
     def events(self, call: dict[str, Any]) -> list[bytes]:
         tool = wants_tool(call, "anthropic")
         if tool:
-            block = {"type": "content_block_start", "index": 0,
-                     "content_block": {"type": "tool_use", "id": "toolu_1",
-                                       "name": call["tools"][0]["name"], "input": {}}}
+            block = {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": call["tools"][0]["name"],
+                    "input": {},
+                },
+            }
             arguments = json.dumps(TOOL_INPUT)
-            deltas = [{"type": "input_json_delta", "partial_json": piece}
-                      for piece in (arguments[:5], arguments[5:])]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": piece}
+                for piece in (arguments[:5], arguments[5:])
+            ]
         else:
-            block = {"type": "content_block_start", "index": 0,
-                     "content_block": {"type": "text", "text": ""}}
+            block = {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }
             deltas = [{"type": "text_delta", "text": piece} for piece in TEXT]
-        frames = [self.head_event(call), _event("content_block_start", block),
-                  _event("ping", {"type": "ping"})]
+        frames = [
+            self.head_event(call),
+            _event("content_block_start", block),
+            _event("ping", {"type": "ping"}),
+        ]
         for delta in deltas:
-            frames.append(_event("content_block_delta",
-                                 {"type": "content_block_delta", "index": 0, "delta": delta}))
+            frames.append(
+                _event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                )
+            )
         frames.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        frames.append(_event("message_delta", {
-            "type": "message_delta",
-            "delta": {"stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": USAGE["output"]},
-        }))
+        frames.append(
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": "tool_use" if tool else "end_turn",
+                        "stop_sequence": None,
+                    },
+                    "usage": {"output_tokens": USAGE["output"]},
+                },
+            )
+        )
         frames.append(_event("message_stop", {"type": "message_stop"}))
         return frames
 

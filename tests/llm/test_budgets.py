@@ -32,7 +32,9 @@ async def test_concurrent_calls_cannot_overspend_a_budget(gateway: Gateway) -> N
         prompt = [{"role": "user", "content": f"Say hello {number}"}]
         try:
             return await client.chat.completions.create(
-                model="gpt-test", messages=prompt, max_tokens=100  # type: ignore[arg-type]
+                model="gpt-test",
+                messages=prompt,
+                max_tokens=100,  # type: ignore[arg-type]
             )
         except openai.RateLimitError as refused:
             return refused
@@ -64,7 +66,9 @@ async def test_a_call_budget_refuses_a_call_whose_worst_case_is_over_it(
     client = await openai_route(gateway)
     with pytest.raises(openai.BadRequestError) as raised:
         await client.chat.completions.create(
-            model="gpt-test", messages=MESSAGES, max_tokens=1000,  # type: ignore[arg-type]
+            model="gpt-test",
+            messages=MESSAGES,
+            max_tokens=1000,  # type: ignore[arg-type]
             extra_headers={"X-LLM-Budget": "0.001"},
         )
     assert raised.value.code == "llm_budget_exceeded"
@@ -74,7 +78,9 @@ async def test_a_call_budget_refuses_a_call_whose_worst_case_is_over_it(
 async def test_a_clamped_call_budget_lowers_max_tokens_to_fit(gateway: Gateway) -> None:
     client = await openai_route(gateway)
     await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, max_tokens=1000,  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        max_tokens=1000,  # type: ignore[arg-type]
         extra_headers={"X-LLM-Budget": "0.001; clamp"},
     )
     sent = gateway.openai.calls[-1].json["max_tokens"]
@@ -88,7 +94,8 @@ async def test_a_model_without_a_price_is_refused_where_a_budget_applies(
     client = await openai_route(gateway)
     # No budget: it goes through, unmetered (no cost header).
     raw = await client.chat.completions.with_raw_response.create(
-        model="mystery-model-7", messages=MESSAGES  # type: ignore[arg-type]
+        model="mystery-model-7",
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     assert "x-llm-cost" not in raw.headers
     assert raw.headers["x-llm-usage"].startswith("input=1000")

@@ -47,7 +47,9 @@ async def openai_route(gateway: Gateway, extra: str = "") -> openai.AsyncOpenAI:
         )
     )
     return openai.AsyncOpenAI(
-        base_url=f"{gateway.url}/r/chat/v1", api_key="placeholder", max_retries=0,
+        base_url=f"{gateway.url}/r/chat/v1",
+        api_key="placeholder",
+        max_retries=0,
         http_client=gateway.http(),
     )
 
@@ -57,7 +59,9 @@ async def anthropic_route(gateway: Gateway) -> anthropic.AsyncAnthropic:
         ANTHROPIC_ROUTE.format(a=gateway.anthropic.url, b=gateway.anthropic_backup.url)
     )
     return anthropic.AsyncAnthropic(
-        base_url=f"{gateway.url}/r/claude", api_key="placeholder", max_retries=0,
+        base_url=f"{gateway.url}/r/claude",
+        api_key="placeholder",
+        max_retries=0,
         http_client=gateway.http(),
     )
 
@@ -70,7 +74,9 @@ async def test_a_json_call_reports_usage_and_cost_and_passes_the_body_unchanged(
 ) -> None:
     client = await openai_route(gateway)
     raw = await client.chat.completions.with_raw_response.create(
-        model="gpt-test", messages=MESSAGES, max_tokens=100  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        max_tokens=100,  # type: ignore[arg-type]
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello there"
@@ -86,7 +92,9 @@ async def test_a_json_call_reports_usage_and_cost_and_passes_the_body_unchanged(
 async def test_an_anthropic_call_reports_its_cache_tokens(gateway: Gateway) -> None:
     client = await anthropic_route(gateway)
     raw = await client.messages.with_raw_response.create(
-        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=100,
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     assert (await raw.parse()).content[0].text == "Hello there"  # type: ignore[union-attr]
     assert raw.headers["x-llm-usage"] == "input=1000; output=50; cache-read=200; cache-write=0"
@@ -118,7 +126,9 @@ async def test_a_stream_hides_the_usage_chunk_it_asked_for_and_closes_with_the_f
     assert body.index(": mirapi-llm") < body.index("data: [DONE]")
     # And the SDK reads such a stream as any other.
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "Hello there"
@@ -127,7 +137,9 @@ async def test_a_stream_hides_the_usage_chunk_it_asked_for_and_closes_with_the_f
 async def test_a_client_that_asks_for_usage_gets_its_usage_chunk(gateway: Gateway) -> None:
     client = await openai_route(gateway)
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True},
     )
     usage = [chunk.usage async for chunk in stream if chunk.usage is not None]
@@ -143,7 +155,9 @@ async def test_an_error_event_before_the_first_content_fails_over_unseen(
     client = await openai_route(gateway)
     gateway.openai.plan(error_event("server_error"))
     raw = await client.chat.completions.with_raw_response.create(
-        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     stream = raw.parse()
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
@@ -158,7 +172,9 @@ async def test_anthropic_overloaded_in_the_stream_fails_over_and_get_final_text_
     client = await anthropic_route(gateway)
     gateway.anthropic.plan(error_event("overloaded_error"))
     async with client.messages.stream(
-        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=100,
+        messages=MESSAGES,  # type: ignore[arg-type]
     ) as stream:
         assert await stream.get_final_text() == "Hello there"
     assert len(gateway.anthropic_backup.calls) == 1
@@ -168,7 +184,9 @@ async def test_a_stream_cut_after_content_makes_the_sdk_raise(gateway: Gateway) 
     client = await openai_route(gateway)
     gateway.openai.plan(cut(after=1))
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     with pytest.raises(openai.APIError):
         async for _ in stream:
@@ -182,7 +200,9 @@ async def test_an_anthropic_stream_cut_makes_the_sdk_raise(gateway: Gateway) -> 
     gateway.anthropic.plan(cut(after=2))
     with pytest.raises(anthropic.APIError):
         async with client.messages.stream(
-            model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+            model="claude-test",
+            max_tokens=100,
+            messages=MESSAGES,  # type: ignore[arg-type]
         ) as stream:
             await stream.get_final_text()
 
@@ -191,7 +211,9 @@ async def test_no_first_content_in_time_fails_over(gateway: Gateway) -> None:
     client = await openai_route(gateway, 'llm_first_token_timeout = "300ms"')
     gateway.openai.plan(slow(3))
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "Hello there"
@@ -205,7 +227,9 @@ async def test_anthropic_529_fails_over(gateway: Gateway) -> None:
     client = await anthropic_route(gateway)
     gateway.anthropic.plan(status(529, "overloaded_error"))
     raw = await client.messages.with_raw_response.create(
-        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=100,
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     assert raw.headers["x-rescued"] == "cascade_fallback"
     assert raw.headers["x-llm-cost"] == "0.00321"
@@ -215,7 +239,8 @@ async def test_a_quota_error_moves_on_at_once_and_opens_the_breaker(gateway: Gat
     client = await openai_route(gateway, 'retry = 3\nretry_delay = "1ms"\ncircuit_breaker = "on"')
     gateway.openai.plan(status(429, "insufficient_quota"))
     completion = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     assert completion.choices[0].message.content == "Hello there"
     assert len(gateway.openai.calls) == 1  # no retry of a spent quota
@@ -256,7 +281,9 @@ async def test_a_stored_secret_goes_to_anthropic_as_x_api_key(gateway: Gateway) 
     await gateway.app.secrets.refresh()
     client = await anthropic_route(gateway)
     await client.messages.create(
-        model="claude-test", max_tokens=10, messages=MESSAGES,  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=10,
+        messages=MESSAGES,  # type: ignore[arg-type]
         extra_headers={"X-Proxy-Master-Key": passphrase},
     )
     sent = gateway.anthropic.calls[-1].headers
@@ -277,7 +304,9 @@ async def test_a_cut_stream_and_a_failover_are_events(gateway: Gateway) -> None:
     client = await openai_route(gateway)
     gateway.openai.plan(cut(after=1))
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     with pytest.raises(openai.APIError):
         async for _ in stream:
@@ -293,7 +322,9 @@ async def test_tokens_cost_and_time_to_first_token_are_metrics(gateway: Gateway)
     client = await openai_route(gateway)
     await client.chat.completions.create(model="gpt-test", messages=MESSAGES)  # type: ignore[arg-type]
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     async for _ in stream:
         pass

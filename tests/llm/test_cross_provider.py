@@ -50,7 +50,9 @@ provider = "anthropic"
 model_map = {{ "gpt-test" = "claude-test" }}
 """)
     return openai.AsyncOpenAI(
-        base_url=f"{gateway.url}/r/mixed/v1", api_key="placeholder", max_retries=0,
+        base_url=f"{gateway.url}/r/mixed/v1",
+        api_key="placeholder",
+        max_retries=0,
         http_client=gateway.http(),
     )
 
@@ -67,7 +69,9 @@ provider = "openai"
 model = "gpt-test"
 """)
     return anthropic.AsyncAnthropic(
-        base_url=f"{gateway.url}/r/mixed", api_key="placeholder", max_retries=0,
+        base_url=f"{gateway.url}/r/mixed",
+        api_key="placeholder",
+        max_retries=0,
         http_client=gateway.http(),
     )
 
@@ -76,7 +80,9 @@ async def test_an_openai_call_is_answered_by_anthropic(gateway: Gateway) -> None
     client = await openai_to_anthropic(gateway)
     gateway.openai.plan(status(529, "overloaded_error"))
     raw = await client.chat.completions.with_raw_response.create(
-        model="gpt-test", messages=MESSAGES, max_tokens=200  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        max_tokens=200,  # type: ignore[arg-type]
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello there"
@@ -98,7 +104,9 @@ async def test_an_openai_tool_call_crosses_with_json_arguments_plain_and_streame
     client = await openai_to_anthropic(gateway)
     gateway.openai.plan(status(529, "overloaded_error"), status(529, "overloaded_error"))
     completion = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, tools=OPENAI_TOOLS  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        tools=OPENAI_TOOLS,  # type: ignore[arg-type]
     )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -108,7 +116,10 @@ async def test_an_openai_tool_call_crosses_with_json_arguments_plain_and_streame
     assert json.loads(call.function.arguments) == TOOL_INPUT  # type: ignore[union-attr]
 
     stream = await client.chat.completions.create(
-        model="gpt-test", messages=MESSAGES, tools=OPENAI_TOOLS, stream=True,  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=MESSAGES,
+        tools=OPENAI_TOOLS,
+        stream=True,  # type: ignore[arg-type]
     )
     arguments, finish = "", None
     async for chunk in stream:
@@ -132,19 +143,27 @@ async def test_a_multi_turn_tool_conversation_crosses_with_ids_preserved(
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_9", "type": "function",
-                 "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "call_9", "content": "sunny, 21C"},
     ]
     completion = await client.chat.completions.create(
-        model="gpt-test", messages=conversation, tools=OPENAI_TOOLS  # type: ignore[arg-type]
+        model="gpt-test",
+        messages=conversation,
+        tools=OPENAI_TOOLS,  # type: ignore[arg-type]
     )
     assert completion.choices[0].message.content == "Hello there"
     sent = gateway.anthropic.calls[-1].json["messages"]
     assert sent[1]["content"][0] == {
-        "type": "tool_use", "id": "call_9", "name": "weather", "input": {"city": "Paris"}
+        "type": "tool_use",
+        "id": "call_9",
+        "name": "weather",
+        "input": {"city": "Paris"},
     }
     result = sent[2]["content"][0]
     assert (result["type"], result["tool_use_id"]) == ("tool_result", "call_9")
@@ -156,7 +175,9 @@ async def test_an_anthropic_call_is_answered_by_openai_plain_and_streamed(
     client = await anthropic_to_openai(gateway)
     gateway.anthropic.plan(status(529, "overloaded_error"), status(529, "overloaded_error"))
     raw = await client.messages.with_raw_response.create(
-        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=100,
+        messages=MESSAGES,  # type: ignore[arg-type]
     )
     message = await raw.parse()
     assert message.content[0].text == "Hello there"  # type: ignore[union-attr]
@@ -165,7 +186,9 @@ async def test_an_anthropic_call_is_answered_by_openai_plain_and_streamed(
     assert raw.headers["x-llm-provider"] == "openai"
     assert gateway.openai.calls[-1].path == "/v1/chat/completions"
     async with client.messages.stream(
-        model="claude-test", max_tokens=100, messages=MESSAGES  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=100,
+        messages=MESSAGES,  # type: ignore[arg-type]
     ) as stream:
         assert await stream.get_final_text() == "Hello there"
 
@@ -174,7 +197,10 @@ async def test_an_anthropic_tool_use_crosses_from_openai(gateway: Gateway) -> No
     client = await anthropic_to_openai(gateway)
     gateway.anthropic.plan(status(529, "overloaded_error"))
     message = await client.messages.create(
-        model="claude-test", max_tokens=100, messages=MESSAGES, tools=ANTHROPIC_TOOLS  # type: ignore[arg-type]
+        model="claude-test",
+        max_tokens=100,
+        messages=MESSAGES,
+        tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
     )
     assert message.stop_reason == "tool_use"
     block = message.content[0]
@@ -187,16 +213,16 @@ async def test_a_call_with_n_2_is_not_sent_to_anthropic(gateway: Gateway) -> Non
     gateway.openai.plan(status(529, "overloaded_error"))
     with pytest.raises(openai.InternalServerError) as raised:
         await client.chat.completions.create(
-            model="gpt-test", messages=MESSAGES, n=2  # type: ignore[arg-type]
+            model="gpt-test",
+            messages=MESSAGES,
+            n=2,  # type: ignore[arg-type]
         )
     # The client gets the last real failure; Anthropic never saw the call.
     assert raised.value.status_code == 529
     assert gateway.anthropic.calls == []
     await gateway.app.events.flush()
     events = [json.loads(d) for _, d in await gateway.app.store.events_read(None, 50)]
-    assert any(
-        e["kind"] == "llm_untranslatable" and e.get("detail") == "n" for e in events
-    ), events
+    assert any(e["kind"] == "llm_untranslatable" and e.get("detail") == "n" for e in events), events
 
 
 async def test_an_endpoint_with_no_model_for_the_call_is_skipped(gateway: Gateway) -> None:
@@ -204,6 +230,7 @@ async def test_an_endpoint_with_no_model_for_the_call_is_skipped(gateway: Gatewa
     gateway.openai.plan(status(529, "overloaded_error"))
     with pytest.raises(openai.InternalServerError):
         await client.chat.completions.create(
-            model="gpt-other", messages=MESSAGES  # type: ignore[arg-type]
+            model="gpt-other",
+            messages=MESSAGES,  # type: ignore[arg-type]
         )
     assert gateway.anthropic.calls == []
