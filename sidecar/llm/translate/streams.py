@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sidecar.llm.translate import shapes
 from sidecar.llm.translate.errors import (
     error_to_anthropic,
@@ -42,7 +44,12 @@ DONE_FRAME = b"data: [DONE]\n\n"
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson is ~8x faster on the per-frame path; it refuses integers beyond 64
+    # bits, which JSON allows and the stdlib writes.
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def openai_frame(data: dict[str, Any]) -> bytes:
@@ -211,17 +218,29 @@ class _Block:
     name: str = ""
     index: int | None = None  # its Anthropic content-block index, once opened
     closed: bool = False
-    arguments: str = ""  # every argument fragment seen, to tell when the JSON is whole
+    # every argument fragment seen, to tell when the JSON object is whole
+    arguments: list[str] = field(default_factory=list)
+    closing_brace: bool = False  # the last non-blank character seen is "}"
     waiting: list[str] = field(default_factory=list)  # fragments not yet written
 
     def complete(self) -> bool:
         """A text run can always be closed; a tool call once its arguments parse."""
         if self.kind == "text":
             return True
+        # Only a closing brace can complete an object: skip the parse otherwise, so
+        # waiting on a long argument string stays cheap.
+        if not self.closing_brace:
+            return False
         try:
-            return isinstance(json.loads(self.arguments), dict)
+            return isinstance(orjson.loads("".join(self.arguments)), dict)
         except ValueError:
             return False
+
+    def add_arguments(self, fragment: str) -> None:
+        self.arguments.append(fragment)
+        tail = fragment.rstrip()
+        if tail:
+            self.closing_brace = tail.endswith("}")
 
 
 class StreamToAnthropic:
@@ -359,7 +378,7 @@ class StreamToAnthropic:
         fragment = shapes.text(function.get("arguments"))
         if not fragment:
             return frames
-        block.arguments += fragment
+        block.add_arguments(fragment)
         if block is self._live:
             frames.append(self._delta(block, fragment))
             if self._waiting and block.complete():
