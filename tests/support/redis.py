@@ -111,7 +111,11 @@ CLUSTER_NODE_ARGS = (
 )  # fmt: skip
 #: A primary or replica: no AOF (a replica holds the copy), and no 5 s wait
 #: before the first full sync (the default diskless-sync delay).
-REPLICATED_ARGS = ("--appendonly", "no", "--repl-diskless-sync-delay", "0")
+REPLICATED_ARGS = (
+    "--appendonly", "no",
+    "--repl-diskless-sync-delay", "0",
+    "--enable-debug-command", "local",  # DEBUG SLEEP: a replica that lags
+)  # fmt: skip
 
 
 def redis_cli_binary() -> str:

@@ -47,10 +47,11 @@ _ANTHROPIC_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 class Untranslatable(Exception):
-    """The request uses something the other format cannot express.
+    """A call (or an answer, or a path) uses something the other format cannot express.
 
-    `.field` names it (`n`, `logprobs`, `messages.thinking`, `path`, ...) for the
-    `llm_untranslatable` event. It never carries a value from the body.
+    `.field` names it (`n`, `logprobs`, `messages.assistant.thinking`, `path`,
+    `tool_calls.arguments`, ...) for the `llm_untranslatable` event. It never
+    carries a value from the body.
     """
 
     def __init__(self, field: str) -> None:

@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from sidecar.llm.translate import shapes
 from sidecar.llm.translate.errors import (
     error_to_anthropic,
     error_to_openai,
@@ -36,16 +39,17 @@ from sidecar.llm.translate.responses import (
     usage_to_anthropic,
     usage_to_openai,
 )
-from sidecar.llm.translate.shapes import index as _index
-from sidecar.llm.translate.shapes import obj as _obj
-from sidecar.llm.translate.shapes import objs as _objs
-from sidecar.llm.translate.shapes import text as _text
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson is ~8x faster on the per-frame path; it refuses integers beyond 64
+    # bits, which JSON allows and the stdlib writes.
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def openai_frame(data: dict[str, Any]) -> bytes:
@@ -86,17 +90,17 @@ class StreamToOpenAI:
         """Translate one Anthropic event (its SSE event name and parsed data)."""
         if self.done:
             return []
-        kind = event if event and event != "message" else _text(data.get("type"))
+        kind = event if event and event != "message" else shapes.text(data.get("type"))
         if kind == "message_start":
-            self._merge_usage(_obj(_obj(data.get("message")).get("usage")))
+            self._merge_usage(shapes.obj(shapes.obj(data.get("message")).get("usage")))
             return self._role()
         if kind == "content_block_start":
             return self._block_start(data)
         if kind == "content_block_delta":
             return self._block_delta(data)
         if kind == "message_delta":
-            self._merge_usage(_obj(data.get("usage")))
-            stop_reason = _text(_obj(data.get("delta")).get("stop_reason")) or None
+            self._merge_usage(shapes.obj(data.get("usage")))
+            stop_reason = shapes.text(shapes.obj(data.get("delta")).get("stop_reason")) or None
             return self._finish(stop_reason)
         if kind == "message_stop":
             frames = self._finish(None)
@@ -107,41 +111,43 @@ class StreamToOpenAI:
             return frames
         if kind == "error":
             self.done = True
-            status = status_for_anthropic_type(_text(_obj(data.get("error")).get("type")))
+            status = status_for_anthropic_type(
+                shapes.text(shapes.obj(data.get("error")).get("type"))
+            )
             return [openai_frame(error_to_openai(status, data))]
         # ping, content_block_stop, and event kinds added later carry nothing to translate
         return []
 
     def _block_start(self, data: dict[str, Any]) -> list[bytes]:
-        block = _obj(data.get("content_block"))
-        index = _index(data.get("index"))
-        if block.get("type") == "text" and _text(block.get("text")):
+        block = shapes.obj(data.get("content_block"))
+        index = shapes.index(data.get("index"))
+        if block.get("type") == "text" and shapes.text(block.get("text")):
             return self._content({"content": block["text"]})
         if block.get("type") != "tool_use":
             # thinking and server-tool blocks: not part of a chat.completion
             return []
         tool_index = len(self._tool_index)
         self._tool_index[index] = tool_index
-        prefilled = _obj(block.get("input"))
+        prefilled = shapes.obj(block.get("input"))
         arguments = json.dumps(prefilled, ensure_ascii=False) if prefilled else ""
         if prefilled:
             self._prefilled.add(index)
         call = {
             "index": tool_index,
-            "id": _text(block.get("id")) or f"call_{self.request_id}_{tool_index}",
+            "id": shapes.text(block.get("id")) or f"call_{self.request_id}_{tool_index}",
             "type": "function",
-            "function": {"name": _text(block.get("name")), "arguments": arguments},
+            "function": {"name": shapes.text(block.get("name")), "arguments": arguments},
         }
         return self._content({"tool_calls": [call]})
 
     def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
-        delta = _obj(data.get("delta"))
-        index = _index(data.get("index"))
-        if delta.get("type") == "text_delta" and _text(delta.get("text")):
+        delta = shapes.obj(data.get("delta"))
+        index = shapes.index(data.get("index"))
+        if delta.get("type") == "text_delta" and shapes.text(delta.get("text")):
             return self._content({"content": delta["text"]})
         if (
             delta.get("type") == "input_json_delta"
-            and _text(delta.get("partial_json"))  # the first fragment is often ""
+            and shapes.text(delta.get("partial_json"))  # the first fragment is often ""
             and index in self._tool_index
             and index not in self._prefilled
         ):
@@ -212,17 +218,29 @@ class _Block:
     name: str = ""
     index: int | None = None  # its Anthropic content-block index, once opened
     closed: bool = False
-    arguments: str = ""  # every argument fragment seen, to tell when the JSON is whole
+    # every argument fragment seen, to tell when the JSON object is whole
+    arguments: list[str] = field(default_factory=list)
+    closing_brace: bool = False  # the last non-blank character seen is "}"
     waiting: list[str] = field(default_factory=list)  # fragments not yet written
 
     def complete(self) -> bool:
         """A text run can always be closed; a tool call once its arguments parse."""
         if self.kind == "text":
             return True
+        # Only a closing brace can complete an object: skip the parse otherwise, so
+        # waiting on a long argument string stays cheap.
+        if not self.closing_brace:
+            return False
         try:
-            return isinstance(json.loads(self.arguments), dict)
+            return isinstance(orjson.loads("".join(self.arguments)), dict)
         except ValueError:
             return False
+
+    def add_arguments(self, fragment: str) -> None:
+        self.arguments.append(fragment)
+        tail = fragment.rstrip()
+        if tail:
+            self.closing_brace = tail.endswith("}")
 
 
 class StreamToAnthropic:
@@ -254,18 +272,18 @@ class StreamToAnthropic:
         frames = self._start()
         if isinstance(data.get("usage"), dict):
             self._usage = data["usage"]
-        for choice in _objs(data.get("choices")):
-            if _index(choice.get("index")) != 0:
+        for choice in shapes.objs(data.get("choices")):
+            if shapes.index(choice.get("index")) != 0:
                 continue  # n > 1 is refused at the request; never more than one answer
-            delta = _obj(choice.get("delta"))
-            if _text(delta.get("content")):
+            delta = shapes.obj(choice.get("delta"))
+            if shapes.text(delta.get("content")):
                 frames += self._add_text(delta["content"])
-            if _text(delta.get("refusal")):
+            if shapes.text(delta.get("refusal")):
                 self._refused = True
                 frames += self._add_text(delta["refusal"])
-            for call in _objs(delta.get("tool_calls")):
+            for call in shapes.objs(delta.get("tool_calls")):
                 frames += self._tool_call(call)
-            if _text(choice.get("finish_reason")):
+            if shapes.text(choice.get("finish_reason")):
                 self._finish_reason = choice["finish_reason"]
                 self._matched_stop = choice.get("stop_reason")
         return frames
@@ -340,14 +358,14 @@ class StreamToAnthropic:
 
     def _tool_call(self, call: dict[str, Any]) -> list[bytes]:
         frames: list[bytes] = []
-        position = _index(call.get("index"))
-        function = _obj(call.get("function"))
+        position = shapes.index(call.get("index"))
+        function = shapes.obj(call.get("function"))
         block = self._tools.get(position)
         if block is None:
             block = _Block(
                 "tool_use",
-                tool_id=_text(call.get("id")) or f"toolu_{self.request_id}_{position}",
-                name=_text(function.get("name")),
+                tool_id=shapes.text(call.get("id")) or f"toolu_{self.request_id}_{position}",
+                name=shapes.text(function.get("name")),
             )
             self._tools[position] = block
             live = self._live
@@ -357,10 +375,10 @@ class StreamToAnthropic:
                 frames += self._open(block)
             else:
                 self._waiting.append(block)
-        fragment = _text(function.get("arguments"))
+        fragment = shapes.text(function.get("arguments"))
         if not fragment:
             return frames
-        block.arguments += fragment
+        block.add_arguments(fragment)
         if block is self._live:
             frames.append(self._delta(block, fragment))
             if self._waiting and block.complete():

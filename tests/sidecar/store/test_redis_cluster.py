@@ -18,6 +18,7 @@ from sidecar.config import ConfigError, load
 from sidecar.errors import StoreUnavailable
 from sidecar.redis_url import Endpoints, parse_url
 from sidecar.store.redis import RedisStore
+from sidecar.store.redis.jobs import REPLICA_WAIT_MS
 from tests.sidecar.store.test_jobs_contract import make_job
 from tests.support.clock import FakeClock
 from tests.support.redis import LocalCluster, LocalSentinel, StartOnce, command, started_once
@@ -178,6 +179,30 @@ async def test_a_job_accepted_before_a_failover_is_there_after_it(
     finally:
         await store.close()
         await asyncio.to_thread(setup.heal)
+
+
+async def test_behind_sentinel_accepting_a_job_waits_for_the_replica_but_not_long(
+    sentinel_setup: StartOnce[LocalSentinel], fake: FakeClock
+) -> None:
+    setup = sentinel_setup.get()
+    assert setup.replica is not None
+    replica = setup.replica.port
+    store = RedisStore(setup.url, fake.clock())
+    await store.open()
+    try:
+        # The replica stops reading for 2 s: the job's copy reaches it only then.
+        lagging = asyncio.create_task(
+            asyncio.to_thread(command, replica, "DEBUG", "SLEEP", "2", timeout=5)
+        )
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await store.job_add(make_job("job-waits", fake))
+        took = time.monotonic() - started
+        await lagging
+        assert took >= REPLICA_WAIT_MS / 1000 * 0.8, "the job was reported added at once"
+        assert took < 1.5, "a lagging replica held the job's acceptance past the bound"
+    finally:
+        await store.close()
 
 
 # -- the test set-ups themselves ------------------------------------------------------

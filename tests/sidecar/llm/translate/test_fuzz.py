@@ -11,17 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.llm.translate import (
-    StreamToAnthropic,
-    StreamToOpenAI,
-    Untranslatable,
-    error_to_anthropic,
-    error_to_openai,
-    request_to_anthropic,
-    request_to_openai,
-    response_to_anthropic,
-    response_to_openai,
-)
+from sidecar.llm import translate
+from sidecar.llm.translate import Untranslatable
 from tests.sidecar.llm.translate.wire import load
 
 EXAMPLES = settings(
@@ -68,21 +59,23 @@ def translates_or_refuses(translate: Any, body: dict[str, Any]) -> None:
 @given(st.data())
 def test_any_openai_request_translates_or_is_refused(data: st.DataObject) -> None:
     body = mutated(load("openai_request_tool_conversation.json"), data)
-    translates_or_refuses(lambda b: request_to_anthropic(b, model="m", default_max_tokens=1), body)
+    translates_or_refuses(
+        lambda b: translate.request_to_anthropic(b, model="m", default_max_tokens=1), body
+    )
 
 
 @EXAMPLES
 @given(st.data())
 def test_any_anthropic_request_translates_or_is_refused(data: st.DataObject) -> None:
     body = mutated(load("anthropic_request_tool_conversation.json"), data)
-    translates_or_refuses(lambda b: request_to_openai(b, model="m"), body)
+    translates_or_refuses(lambda b: translate.request_to_openai(b, model="m"), body)
 
 
 @EXAMPLES
 @given(st.lists(st.dictionaries(st.text(max_size=8), JSON, max_size=4), max_size=6))
 def test_stream_translators_survive_arbitrary_chunks(chunks: list[dict[str, Any]]) -> None:
-    to_anthropic = StreamToAnthropic("m", "id")
-    to_openai = StreamToOpenAI("m", "id", True)
+    to_anthropic = translate.StreamToAnthropic("m", "id")
+    to_openai = translate.StreamToOpenAI("m", "id", True)
     kinds = ["message_start", "content_block_start", "content_block_delta", "message_delta"]
     for number, chunk in enumerate(chunks):
         to_anthropic.feed(chunk)
@@ -95,18 +88,18 @@ def test_stream_translators_survive_arbitrary_chunks(chunks: list[dict[str, Any]
 @given(st.data())
 def test_any_anthropic_answer_translates_or_is_refused(data: st.DataObject) -> None:
     body = mutated(load("anthropic_message_tool_use.json"), data)
-    translates_or_refuses(response_to_openai, body)
+    translates_or_refuses(translate.response_to_openai, body)
 
 
 @EXAMPLES
 @given(st.data())
 def test_any_openai_answer_translates_or_is_refused(data: st.DataObject) -> None:
     body = mutated(load("openai_completion_tool_calls.json"), data)
-    translates_or_refuses(response_to_anthropic, body)
+    translates_or_refuses(translate.response_to_anthropic, body)
 
 
 @EXAMPLES
 @given(st.integers(100, 599), st.dictionaries(st.text(max_size=8), JSON, max_size=4))
 def test_any_error_body_translates(status: int, body: dict[str, Any]) -> None:
-    assert error_to_openai(status, body)["error"]["message"]
-    assert error_to_anthropic(status, {"error": body})["error"]["type"]
+    assert translate.error_to_openai(status, body)["error"]["message"]
+    assert translate.error_to_anthropic(status, {"error": body})["error"]["type"]

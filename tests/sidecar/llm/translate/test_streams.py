@@ -400,3 +400,13 @@ def test_streamed_named_stop_string_is_a_stop_sequence() -> None:
     ]
     delta = run_to_anthropic(chunks)[-2][1]["delta"]
     assert delta == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+
+
+def test_integers_beyond_64_bits_still_make_a_frame() -> None:
+    # JSON allows them (here an absurd usage count); the fast encoder refuses them.
+    translator = StreamToOpenAI("m", "id", True, created=1)
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 10**30}}}
+    frames = translator.feed("message_start", start)
+    frames += translator.feed("message_stop", {"type": "message_stop"})
+    chunks = openai_chunk_dicts(frames_data(frames))
+    assert chunks[-1]["usage"]["prompt_tokens"] == 10**30
