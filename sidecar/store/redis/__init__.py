@@ -74,7 +74,6 @@ class RedisStore(
         self._prefix = f"{namespace}:"
         connected = client_for(url)
         self._client = connected.client
-        self._topology = connected.topology
         self._sentinel = connected.sentinel
         # On Sentinel, an accepted job waits (bounded) for a replica's copy:
         # the replica is what a failover promotes.
@@ -97,8 +96,11 @@ class RedisStore(
         return self._health
 
     async def ping(self) -> None:
-        """One PING (on a cluster: every primary, and the cluster whole);
-        raises StoreUnavailable when Redis does not answer."""
+        """PING Redis (a cluster: every primary); StoreUnavailable when it does not answer.
+
+        A cluster counts as answering only when every primary says
+        `cluster_state:ok`: a sidecar comes back when the cluster is whole.
+        """
         if isinstance(self._client, RedisCluster):
             await self._call(self._cluster_whole(self._client))
         else:

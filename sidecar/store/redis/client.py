@@ -40,7 +40,6 @@ from redis.exceptions import (
 
 from sidecar.clock import Clock
 from sidecar.errors import StoreUnavailable
-from sidecar.redis_url import Topology
 from sidecar.store.base import StoreHealth
 
 T = TypeVar("T")
@@ -134,7 +133,6 @@ class RedisBase:
     """The base of every Redis capability; the store sets these before `__init__`."""
 
     _client: aioredis.Redis | RedisCluster
-    _topology: Topology
     #: The Sentinels a `sentinel` store asks for its primary (else None).
     _sentinel: Sentinel | None
     #: Replicas an accepted job waits for (WAIT), 0 for none.
