@@ -48,6 +48,14 @@ UPSTREAM_HOST = "127.0.0.1"
 UPSTREAM = f"http://{UPSTREAM_HOST}:9"
 #: The one stored route, for X-Route-Key and /r/pay/ path mode.
 ROUTE = Route("pay", (Endpoint(f"{UPSTREAM}/base", headers=(("Stripe-Version", "1"),)),))
+#: An LLM route (SPEC §10) mixing both formats, so calls cross between them.
+LLM_ROUTE = Route(
+    "chat",
+    (
+        Endpoint(UPSTREAM, provider="openai"),
+        Endpoint(UPSTREAM, provider="anthropic", model_map=(("gpt-4o-mini", "claude-haiku-4-5"),)),
+    ),
+)
 #: A second loopback address no strategy ever names: reaching it is a moved request.
 FOREIGN_HOST = "127.0.0.2"
 
@@ -170,6 +178,9 @@ _CONTROL_VALUES: dict[str, st.SearchStrategy[bytes]] = {
     "x-extract": _ascii(["/ok", "", "ok", "/a~1b/0", "/\u00e9"]),
     "x-mirapi-key": _ascii(["mk_nope", ""]),
     "x-request-id": _ascii(["req-1", "r\u00e9q-1", "", "a" * 300, "4242 4242 4242 4242"]),
+    "x-llm-provider": _ascii(["openai", "anthropic", "OpenAI", "gemini", ""]),
+    "x-llm-budget": _ascii(["0.05", "0.05; clamp", "0", "-1", "lots", "0.05; nope", "1e9", ";"]),
+    "x-llm-first-token-timeout": _ascii(_DURATIONS),
 }
 _FRAMING_VALUES: dict[str, st.SearchStrategy[bytes]] = {
     "content-length": _ascii(["0", "3", "10", "99999999999", "-1", "abc", "1, 1"]),
@@ -197,7 +208,33 @@ _HEADER = st.one_of(
     st.tuples(st.sampled_from(_ORDINARY_NAMES), _ANY_VALUE),
     st.tuples(_NAME, _ANY_VALUE),
 )
-_GOOD_TARGET = st.sampled_from([b"/", b"/v1/charges", b"/r/pay/v1/charges", b"/a/b%20c"])
+_GOOD_TARGET = st.sampled_from(
+    [
+        b"/",
+        b"/v1/charges",
+        b"/r/pay/v1/charges",
+        b"/a/b%20c",
+        b"/v1/chat/completions",
+        b"/v1/messages",
+        b"/r/chat/v1/chat/completions",
+        b"/r/chat/v1/messages",
+    ]
+)
+#: LLM call bodies (SPEC §10): well formed, streamed, what the other format
+#: cannot express, and odd values where numbers belong.
+_LLM_BODIES = _ascii(
+    [
+        '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+        '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}',
+        '{"model":"gpt-4o-mini","n":2,"messages":[{"role":"user","content":"hi"}]}',
+        '{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"x"}]}',
+        '{"model":"gpt-4o-mini","max_tokens":-5,"messages":"nope"}',
+        '{"model":7,"max_tokens":1e400,"stream":"yes","stream_options":3}',
+        '{"model":"gpt-4o-mini","max_completion_tokens":99999999999999999999,"messages":[]}',
+        '{"model":"gpt-4o-mini","tools":[{"type":"function"}],"messages":[{"role":"tool"}]}',
+        "[]",
+    ]
+)
 _ANY_TARGET = st.one_of(
     st.sampled_from(_TARGETS),
     st.sampled_from(_TARGETS),
@@ -242,7 +279,10 @@ def cases(draw: st.DrawFn) -> Case:
         headers.insert(draw(st.integers(0, len(headers))), (b"x-target-url", draw(_GOOD_URL)))
     if well_formed():
         headers.insert(0, (b"host", b"127.0.0.1:8742"))
-    chunks = tuple(draw(st.lists(st.binary(max_size=30), max_size=3)))
+    if well_formed() and b"/v1/" in raw_path and draw(st.booleans()):
+        chunks: tuple[bytes, ...] = (draw(_LLM_BODIES),)
+    else:
+        chunks = tuple(draw(st.lists(st.binary(max_size=30), max_size=3)))
     disconnect = not well_formed() and draw(st.booleans())
     return Case(method, raw_path, query, tuple(headers), chunks, disconnect)
 
@@ -360,7 +400,8 @@ class Harness:
         await self._inbox.put({"type": "lifespan.startup"})
         answer = await self._outbox.get()
         assert answer["type"] == "lifespan.startup.complete", answer
-        await self.app.store.record_put("routes", ROUTE.name, routes.encode(ROUTE), True)
+        for route in (ROUTE, LLM_ROUTE):
+            await self.app.store.record_put("routes", route.name, routes.encode(route), True)
         await self.app.routes.refresh()
 
     async def stop(self) -> None:
