@@ -64,9 +64,9 @@ def set_budget(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Set SCOPE's budget (replacing it); it holds from the next LLM call."""
-    from mirapi_cli import output
-    from sidecar.llm.budgets import parse_usd, usd_to_nano
+    """Set SCOPE's budget (replacing it); in force on every sidecar when it returns."""
+    from mirapi_cli import output, propagation
+    from sidecar.llm.budgets import BUDGETS_KIND, encode_limit, parse_usd, usd_to_nano
 
     checked = _scope(scope)
     try:
@@ -75,14 +75,22 @@ def set_budget(
         raise CliError(str(error)) from None
     limit = usd_to_nano(usd)
 
-    async def put(store: Store) -> None:
+    async def put(store: Store) -> bool:
         await store.set_budget(checked, limit)
+        # The sidecars' copy of which scopes have a budget (sidecar/llm/budgets.py).
+        await store.record_put(BUDGETS_KIND, checked, encode_limit(limit), True)
+        return True
 
-    with_store(data_dir, config, redis, put)
+    _, in_force = propagation.change(data_dir, config, redis, (BUDGETS_KIND,), put)
     if as_json:
-        output.print_json({"scope": checked, "usd_per_day": usd_number(limit)})
+        output.print_json(
+            {"scope": checked, "usd_per_day": usd_number(limit), **propagation.as_json(in_force)}
+        )
         return
-    output.say(f"budget of {checked} set: {_usd(limit)} USD a day (UTC), from the next LLM call")
+    propagation.warn(in_force)
+    output.say(
+        f"budget of {checked} set: {_usd(limit)} USD a day (UTC)" + propagation.report(in_force)
+    )
 
 
 @budget_app.command("list")
@@ -122,19 +130,24 @@ def remove_budget(
     config: ConfigOption = None,
 ) -> None:
     """Remove SCOPE's budget; what it spent stays in `mirapi llm spend`."""
-    from mirapi_cli import output
+    from mirapi_cli import output, propagation
+    from sidecar.llm.budgets import BUDGETS_KIND
 
     checked = _scope(scope)
 
     async def delete(store: Store) -> bool:
-        return await store.remove_budget(checked)
+        removed = await store.remove_budget(checked)
+        mirrored = await store.record_delete(BUDGETS_KIND, checked)
+        return removed or mirrored
 
-    if not with_store(data_dir, config, redis, delete):
+    removed, in_force = propagation.change(data_dir, config, redis, (BUDGETS_KIND,), delete)
+    if not removed:
         raise CliError(f"no budget for {checked!r} (mirapi llm budget list shows them)")
     if as_json:
-        output.print_json({"scope": checked, "removed": True})
+        output.print_json({"scope": checked, "removed": True, **propagation.as_json(in_force)})
         return
-    output.say(f"budget of {checked} removed")
+    propagation.warn(in_force)
+    output.say(f"budget of {checked} removed" + propagation.report(in_force))
 
 
 @app.command()

@@ -33,6 +33,11 @@ _SECONDS_PER_DAY = 86_400
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 #: Days of spend kept (at least 31, as `mirapi llm spend` promises; older ones are pruned).
 SPEND_KEEP_DAYS = 32
+#: The record kind that mirrors which scopes have a budget (name: the scope,
+#: data: the limit in nano-USD). The store's budget tables stay the truth for
+#: reservations; this copy lets every sidecar know, from memory and kept
+#: fresh by change notices (SPEC §11), whether a call needs a reservation.
+BUDGETS_KIND = "llm_budgets"
 
 
 def parse_scope(text: str) -> str:
@@ -161,3 +166,13 @@ def parse_call_budget(value: str) -> CallBudget:
         clamp = True
     usd = parse_usd(amount, "X-LLM-Budget")
     return CallBudget(limit_nano=usd_to_nano(usd), clamp=clamp)
+
+
+def encode_limit(limit_nano: int) -> bytes:
+    """A budget's limit as its `BUDGETS_KIND` record holds it."""
+    return str(limit_nano).encode()
+
+
+def decode_limit(data: bytes) -> int:
+    """The inverse of `encode_limit`; ValueError on anything else."""
+    return int(data.decode("ascii"))

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -64,10 +64,20 @@ RESERVATION_SLACK = 600.0
 class LlmMeter:
     """Reserves before an LLM call and settles after it, against the budget store."""
 
-    def __init__(self, budgets: BudgetStore, prices: PriceBook, clock: Clock) -> None:
+    def __init__(
+        self,
+        budgets: BudgetStore,
+        prices: PriceBook,
+        clock: Clock,
+        budgeted: Callable[[], Mapping[str, object]] | None = None,
+    ) -> None:
         self._budgets = budgets
         self._prices = prices
         self._clock = clock
+        # The scopes that have a budget, kept fresh by the sidecar (a record
+        # table, SPEC §11): a call under none of them is not reserved, so it
+        # pays no store round trip before its first token. None: ask the store.
+        self._budgeted = budgeted
         #: Settlements under way in the background (a stream's end), kept referenced.
         self._settling: set[asyncio.Task[None]] = set()
         self._warm = False
@@ -92,7 +102,7 @@ class LlmMeter:
         if worst is None:
             call.price_unknown = True
             call.metered = False
-            if cap is not None or await self._has_budget(scopes):
+            if cap is not None or await self._any_budget(scopes):
                 raise LlmPriceUnknown(
                     f"no price is known for model {call.request.model or '(none)'!r} and a"
                     " budget applies: add it under [llm.prices] in the config"
@@ -102,7 +112,8 @@ class LlmMeter:
             max_tokens, worst = self._fit(exchange, call, cap, max_tokens, worst)
         # Never the request id: a client may send one twice (X-Request-ID).
         reservation = Reservation(os.urandom(12).hex(), scopes, utc_day(now))
-        if not call.metered:
+        if not call.metered or (cap is None and not await self._any_budget(scopes)):
+            # Nothing to hold: the spend is still recorded when it settles.
             call.reservation = reservation
             return
         lifetime = (exchange.policy.deadline or exchange.policy.timeout * 4) + RESERVATION_SLACK
@@ -173,7 +184,11 @@ class LlmMeter:
             + ("" if cap.clamp else "; add '; clamp' to lower max_tokens instead")
         )
 
-    async def _has_budget(self, scopes: tuple[str, ...]) -> bool:
+    async def _any_budget(self, scopes: tuple[str, ...]) -> bool:
+        """Whether a stored budget applies to any of `scopes`."""
+        if self._budgeted is not None:
+            budgeted = self._budgeted()
+            return any(scope in budgeted for scope in scopes)
         budgets = await self._budgets.list_budgets()
         return any(budget.scope in scopes for budget in budgets)
 

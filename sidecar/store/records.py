@@ -1,4 +1,4 @@
-"""The named records capability: routes, client keys, secrets (SPEC §4, §6).
+"""The named records capability: routes, client keys, secrets, LLM budget scopes (SPEC §4, §6).
 
 Durable: a write returns only once it is committed (SQLite) or acknowledged
 (Redis); StoreUnavailable otherwise. Records are written by commands
@@ -13,7 +13,7 @@ from typing import Protocol
 
 #: The kinds of named record the store keeps (`records_*`): each its own
 #: namespace with its own version.
-RECORD_KINDS = ("routes", "keys", "secrets")
+RECORD_KINDS = ("routes", "keys", "secrets", "llm_budgets")
 
 
 class NamedRecordStore(Protocol):

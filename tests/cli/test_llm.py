@@ -93,12 +93,16 @@ def test_set_list_and_rm_a_budget(tmp_path: Path) -> None:
 
     done = mirapi(data, "llm", "budget", "set", CHAT, "--usd-per-day", "5")
     assert done.code == 0, done.err
-    assert done.out == "budget of route:chat set: 5 USD a day (UTC), from the next LLM call\n"
+    assert done.out == (
+        "budget of route:chat set: 5 USD a day (UTC);"
+        " no sidecar runs on this store (one that starts loads it)\n"
+    )
     assert mirapi(
         data, "llm", "budget", "set", "all", "--usd-per-day", "0.25", "--json"
     ).json() == {
         "scope": "all",
         "usd_per_day": 0.25,
+        "sidecars": {"live": 0, "acknowledged": 0, "not_acknowledged": []},
     }
     # Setting again replaces.
     assert mirapi(data, "llm", "budget", "set", CHAT, "--usd-per-day", "7.5").code == 0
@@ -114,7 +118,10 @@ def test_set_list_and_rm_a_budget(tmp_path: Path) -> None:
     ]
 
     removed = mirapi(data, "llm", "budget", "rm", CHAT)
-    assert (removed.code, removed.out) == (0, "budget of route:chat removed\n")
+    assert (removed.code, removed.out) == (
+        0,
+        "budget of route:chat removed; no sidecar runs on this store (one that starts loads it)\n",
+    )
     again = mirapi(data, "llm", "budget", "rm", CHAT)
     assert again.code == 1
     assert "no budget for 'route:chat'" in again.err
