@@ -28,6 +28,9 @@ from tests.support.servers import serving as serving_sidecar
 PRICES = {
     "openai/gpt-test": {"input": 2.5, "output": 10, "cache_read": 1.25},
     "anthropic/claude-test": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75},
+    # Input free: a call's reservation (max_tokens at the output price) is
+    # exactly its real cost when max_tokens is what the fake answers with.
+    "openai/gpt-budget": {"input": 0, "output": 10, "cache_read": 0},
 }
 
 
@@ -52,10 +55,15 @@ class Gateway:
         return httpx2.AsyncClient(timeout=20)
 
 
+def llm_sidecar(tmp_path: Path, **settings: object) -> Sidecar:
+    """A sidecar with the test prices, loopback upstreams allowed."""
+    values = make_settings(tmp_path, llm=parse_price_overrides(PRICES), **settings)
+    return Sidecar(values, egress=EgressPolicy(allow_private=True))
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = make_settings(tmp_path, llm=parse_price_overrides(PRICES))
-    app = Sidecar(settings, egress=EgressPolicy(allow_private=True))
+    app = llm_sidecar(tmp_path)
     async with (
         serving(OpenAIProvider(), "127.0.0.2") as openai,
         serving(OpenAIProvider(), "127.0.0.3") as openai_backup,

@@ -12,41 +12,85 @@ from decimal import Decimal
 import openai
 import pytest
 
+from pathlib import Path
+
 from sidecar.llm.budgets import usd_to_nano
-from tests.llm.conftest import Gateway
+from tests.llm.conftest import Gateway, llm_sidecar
+from tests.llm.providers import OpenAIProvider, serving
 from tests.llm.test_calls import MESSAGES, openai_route
+from tests.support.servers import serving as serving_sidecar
 
-#: What one call's worst case is at the test price: its body's bytes / 4 input
-#: tokens at 2.5 and 100 output tokens at 10, USD per million; about 0.00105.
-ONE_CALL = Decimal("0.00105")
+#: One call at gpt-budget's price: 50 output tokens (what the fake answers,
+#: and the max_tokens asked) at 10 USD per million; input is free.
+ONE_CALL_USD = Decimal("0.0005")
 
 
-async def test_concurrent_calls_cannot_overspend_a_budget(gateway: Gateway) -> None:
-    client = await openai_route(gateway)
-    # Room for two worst cases, not three.
-    await gateway.app.store.set_budget("route:chat", usd_to_nano(ONE_CALL * Decimal("2.5")))
+async def _budget_calls(urls: list[str], count: int) -> list[object]:
+    """`count` concurrent calls, spread over the sidecars at `urls`, each its own prompt."""
+    clients = [
+        openai.AsyncOpenAI(base_url=f"{url}/r/chat/v1", api_key="x", max_retries=0) for url in urls
+    ]
 
     async def call(number: int) -> object:
         # Each its own prompt: identical concurrent POSTs would share one
         # upstream call (the computed idempotency key, SPEC §2.3).
         prompt = [{"role": "user", "content": f"Say hello {number}"}]
         try:
-            return await client.chat.completions.create(
-                model="gpt-test",
+            return await clients[number % len(clients)].chat.completions.create(
+                model="gpt-budget",
                 messages=prompt,
-                max_tokens=100,  # type: ignore[arg-type]
+                max_tokens=50,  # type: ignore[arg-type]
             )
         except openai.RateLimitError as refused:
             return refused
 
-    outcomes = await asyncio.gather(*(call(n) for n in range(6)))
+    return await asyncio.gather(*(call(n) for n in range(count)))
+
+
+def _served_five_exactly(outcomes: list[object]) -> list[openai.RateLimitError]:
     refused = [o for o in outcomes if isinstance(o, openai.RateLimitError)]
-    assert 1 <= 6 - len(refused) <= 2
-    assert len(gateway.openai.calls) == 6 - len(refused)
-    first = refused[0]
-    assert first.code == "llm_budget_exhausted"
-    assert int(first.response.headers["retry-after"]) > 0
-    assert first.response.headers["x-should-retry"] == "false"
+    assert 4 <= len(outcomes) - len(refused) <= 6  # five, +-1 for rounding
+    for error in refused:
+        assert error.code == "llm_budget_exhausted"
+        assert int(error.response.headers["retry-after"]) > 0
+        assert error.response.headers["x-should-retry"] == "false"
+    return refused
+
+
+async def test_twenty_concurrent_calls_on_a_budget_for_five_serve_five(
+    gateway: Gateway,
+) -> None:
+    await openai_route(gateway)
+    await gateway.app.store.set_budget("route:chat", usd_to_nano(ONE_CALL_USD * 5))
+    outcomes = await _budget_calls([gateway.url], 20)
+    refused = _served_five_exactly(outcomes)
+    assert len(gateway.openai.calls) == 20 - len(refused)
+    await gateway.app.llm.drain()
+    (row,) = await gateway.app.store.spend(scope="route:chat")
+    assert row.reserved_nano == 0  # nothing is left reserved
+    assert row.spent_nano == usd_to_nano(ONE_CALL_USD) * (20 - len(refused))
+
+
+async def test_two_sidecars_on_one_redis_share_a_budget(tmp_path: Path, redis_url: str) -> None:
+    first = llm_sidecar(tmp_path / "a", redis=redis_url)
+    second = llm_sidecar(tmp_path / "b", redis=redis_url)
+    async with (
+        serving(OpenAIProvider(), "127.0.0.2") as provider,
+        serving_sidecar(first) as first_url,
+        serving_sidecar(second) as second_url,
+    ):
+        gateway = Gateway(first_url, first, provider, provider, None, None)  # type: ignore[arg-type]
+        await openai_route(gateway)
+        await second.routes.refresh()
+        await first.store.set_budget("route:chat", usd_to_nano(ONE_CALL_USD * 5))
+        outcomes = await _budget_calls([first_url, second_url], 20)
+        refused = _served_five_exactly(outcomes)
+        assert len(provider.calls) == 20 - len(refused)
+        await first.llm.drain()
+        await second.llm.drain()
+        (row,) = await first.store.spend(scope="route:chat")
+        assert row.reserved_nano == 0
+        assert row.requests == 20 - len(refused)
 
 
 async def test_spend_is_recorded_per_scope(gateway: Gateway) -> None:

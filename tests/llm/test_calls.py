@@ -180,9 +180,9 @@ async def test_anthropic_overloaded_in_the_stream_fails_over_and_get_final_text_
     assert len(gateway.anthropic_backup.calls) == 1
 
 
-async def test_a_stream_cut_after_content_makes_the_sdk_raise(gateway: Gateway) -> None:
+async def test_a_stream_cut_after_two_deltas_makes_the_sdk_raise(gateway: Gateway) -> None:
     client = await openai_route(gateway)
-    gateway.openai.plan(cut(after=1))
+    gateway.openai.plan(cut(after=2))
     stream = await client.chat.completions.create(
         model="gpt-test",
         messages=MESSAGES,
@@ -233,6 +233,17 @@ async def test_anthropic_529_fails_over(gateway: Gateway) -> None:
     )
     assert raw.headers["x-rescued"] == "cascade_fallback"
     assert raw.headers["x-llm-cost"] == "0.00321"
+
+
+async def test_a_429_is_retried_then_failed_over(gateway: Gateway) -> None:
+    client = await openai_route(gateway, 'retry = 1\nretry_delay = "1ms"')
+    gateway.openai.plan(status(429, "rate_limit_exceeded"), status(429, "rate_limit_exceeded"))
+    raw = await client.chat.completions.with_raw_response.create(
+        model="gpt-test",
+        messages=MESSAGES,  # type: ignore[arg-type]
+    )
+    assert raw.headers["x-rescued"] == "cascade_fallback"
+    assert len(gateway.openai.calls) == 2 and len(gateway.openai_backup.calls) == 1
 
 
 async def test_a_quota_error_moves_on_at_once_and_opens_the_breaker(gateway: Gateway) -> None:
