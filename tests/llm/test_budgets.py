@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import openai
 import pytest
-
-from pathlib import Path
 
 from sidecar.llm.budgets import usd_to_nano
 from tests.llm.conftest import Gateway, llm_sidecar
