@@ -41,7 +41,11 @@ UnixOption = Annotated[
 ]
 RedisOption = Annotated[
     str | None,
-    typer.Option(metavar="URL", help="Share state through Redis (redis://, rediss://, unix://)."),
+    typer.Option(
+        metavar="URL",
+        help="Share state through Redis: redis://, rediss://, unix://, redis+cluster://,"
+        " redis+sentinel://.",
+    ),
 ]
 AllowPrivateOption = Annotated[
     bool,
