@@ -351,3 +351,32 @@ async def test_tokens_cost_and_time_to_first_token_are_metrics(gateway: Gateway)
     cost = 'mirapi_llm_cost_usd_total{model="gpt-test",provider="openai",route="chat"}'
     assert f"{cost} 0.0055" in text
     assert "mirapi_llm_time_to_first_token_seconds_count 1.0" in text
+
+
+async def test_header_mode_names_the_provider_with_x_llm_provider(gateway: Gateway) -> None:
+    async with gateway.http() as http:
+        response = await http.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={
+                "X-Target-URL": gateway.openai.url,
+                "X-Failover-URL": gateway.openai_backup.url,
+                "X-LLM-Provider": "openai",
+            },
+            json={"model": "gpt-test", "messages": MESSAGES},
+        )
+        assert response.status_code == 200
+        assert response.headers["x-llm-cost"] == "0.00275"
+        # Without it, the same call is proxied as any POST: no LLM headers.
+        plain = await http.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={"X-Target-URL": gateway.openai.url},
+            json={"model": "gpt-test", "messages": MESSAGES, "user": "other"},
+        )
+        assert plain.status_code == 200 and "x-llm-cost" not in plain.headers
+        refused = await http.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={"X-Target-URL": gateway.openai.url, "X-LLM-Provider": "gemini"},
+            json={"model": "gpt-test", "messages": MESSAGES},
+        )
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "bad_header"
