@@ -8,20 +8,17 @@ serving the sidecar's own endpoints under `/_mirapi/`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from dataclasses import replace
 from typing import Any
 
-from sidecar import __version__, client_keys, secrets
-from sidecar.client_keys import ClientKey
+from sidecar import __version__
 from sidecar.clock import SYSTEM_CLOCK, Clock
-from sidecar.config import Settings, is_loopback_listen
+from sidecar.config import Settings
 from sidecar.control import make_control_app
 from sidecar.dashboard import is_public_path
-from sidecar.egress import Egress, EgressPolicy
+from sidecar.egress import Egress
 from sidecar.errors import (
     BadRequestFraming,
     MirApiError,
@@ -29,32 +26,15 @@ from sidecar.errors import (
     error_body,
     error_headers,
 )
-from sidecar.events import BREAKER, JOB, Event, EventLog
 from sidecar.exchange import Exchange, Response, new_request_id
-from sidecar.fleet import FleetService
-from sidecar.gate import LOCAL_CLIENT, Gate, read_request
+from sidecar.gate import LOCAL_CLIENT, read_request
 from sidecar.headers import upstream_host
-from sidecar.jobs.webhooks import CallbackSender
-from sidecar.jobs.worker import JobWorkers
 from sidecar.llm.errors import error_body as llm_error_body
-from sidecar.llm.meter import LlmMeter
-from sidecar.llm.prices import PriceBook
 from sidecar.logging import AccessLog
-from sidecar.metrics import Metrics
-from sidecar.observe import Observer, Outcome
-from sidecar.pipeline import Parts, build_chain, build_job_chain
-from sidecar.record_table import RecordTable
-from sidecar.recorder import Recorder
-from sidecar.route_table import RouteTable
-from sidecar.secrets import Secret
-from sidecar.stages.async_jobs import AsyncJobs
-from sidecar.stages.inject_secrets import InjectSecrets
-from sidecar.stages.rate_limit import RateLimit
-from sidecar.stats import StatsCounter
-from sidecar.store import store_for
+from sidecar.observe import Outcome
 from sidecar.store.base import Store
 from sidecar.upstream import UpstreamClient
-from sidecar.vault import Vault
+from sidecar.wiring import Service, StartRefused, job_depth_reader, wire
 
 Scope = dict[str, Any]
 ASGIReceive = Any
@@ -63,11 +43,6 @@ ASGISend = Any
 CONTROL_PREFIX = "/_mirapi/"
 #: Control endpoints open to probes without a client key (they tell nothing private).
 PROBES = frozenset({"/_mirapi/healthz", "/_mirapi/livez", "/_mirapi/readyz"})
-#: Hosts whose breaker state is shown (metrics, dashboard); the oldest
-#: change is forgotten past it, as the store forgets breakers (MAX_BREAKERS).
-MAX_BREAKER_STATES = 4096
-#: readyz waits this long for the job queue's depth, then leaves it out.
-READYZ_STORE_TIMEOUT = 1.0
 
 log = logging.getLogger("mirapi")
 
@@ -102,7 +77,8 @@ class BodyReader:
 
 
 class Sidecar:
-    """The ASGI callable Hypercorn serves."""
+    """The ASGI callable Hypercorn serves: the proxy, the control endpoints and
+    the lifespan. Its parts are built by `sidecar.wiring.wire`."""
 
     def __init__(
         self,
@@ -114,87 +90,40 @@ class Sidecar:
         clock: Clock = SYSTEM_CLOCK,
         master_key: str | None = None,
     ) -> None:
+        wiring = wire(
+            settings, egress=egress, client=client, store=store, clock=clock, master_key=master_key
+        )
+        self.wiring = wiring
+        # Plain attributes, not properties: the proxy reads them on every request,
+        # and tests, the control endpoints and the dashboard read the rest.
         self.settings = settings
         self.clock = clock
-        self.started_at = clock.now()
-        self.egress = egress or EgressPolicy(
-            allow_private=settings.allow_private, allow_hosts=settings.allow_hosts
-        )
-        self.client = client or UpstreamClient(self.egress)
-        self.store = store or store_for(settings, clock)
-        # Written in the background; stages, workers and outcomes feed it.
-        self.events = EventLog(self.store)
-        # Filled from the store at start-up, then kept fresh by polling it.
-        self.routes = RouteTable(self.store)
-        self.keys: RecordTable[ClientKey] = RecordTable(
-            self.store, client_keys.KIND, client_keys.decode
-        )
-        # A unix socket cannot be reached by a browser: no Host to check there.
-        self.gate = Gate(self.keys.all, settings.server_names, check_host=settings.unix is None)
-        self.secrets: RecordTable[Secret] = RecordTable(self.store, secrets.KIND, secrets.decode)
-        # One vault for requests and jobs: one key cache, one cap on derivations.
-        inject = InjectSecrets(self.secrets.all, Vault(), master_key)
-        self.llm = LlmMeter(self.store, PriceBook(settings.llm), clock)
-        # One set of parts for both chains: jobs and live requests share one
-        # retry budget (a sick upstream's), one cache, one breaker per host.
-        parts = Parts(
-            store=self.store,
-            max_body=settings.max_body,
-            cache_entry_limit=cache_entry_limit(settings),
-            clock=clock,
-            routes=self.routes,
-            secrets=inject,
-            events=self.events,
-            llm=self.llm,
-        )
-        job_chain = build_job_chain(self.client, parts)
-        self.callbacks = CallbackSender(self.store, self.client, clock)
-        self.jobs = JobWorkers(
-            self.store,
-            job_chain,
-            self.callbacks,
-            clock,
-            workers=settings.job_workers,
-            lease=settings.job_lease,
-            default_timeout=settings.timeout,
-            max_body=settings.max_body,
-            events=self.events,
-        )
-        self.chain = build_chain(
-            self.client,
-            replace(
-                parts,
-                jobs=AsyncJobs(self.store, clock, self.egress, wake=self.jobs.wake),
-                rate_limit=RateLimit(self.store, settings.rate_limit),
-            ),
-        )
+        self.started_at = wiring.started_at
+        self.egress = wiring.egress
+        self.client = wiring.client
+        self.store = wiring.store
+        self.events = wiring.events
+        self.routes = wiring.routes
+        self.keys = wiring.keys
+        self.gate = wiring.gate
+        self.secrets = wiring.secrets
+        self.llm = wiring.llm
+        self.callbacks = wiring.callbacks
+        self.jobs = wiring.jobs
+        self.chain = wiring.chain
+        self.metrics = wiring.metrics
+        self.breaker_states = wiring.breaker_states
+        self.fleet = wiring.fleet
+        self.observers = wiring.observers
         self.body_reader = BodyReader(settings.max_body)
-        self.control = make_control_app(self)
         self.access_log = AccessLog(None)
-        #: Each host's breaker state as this sidecar last saw it change, for metrics.
-        self.breaker_states: dict[str, str] = {}
-        self.metrics = Metrics(
-            queue_depth=self.job_depth, breaker_states=lambda: self.breaker_states
-        )
-        self.events.listen(self._on_event)
-        # Heartbeats and change notices, in the background (SPEC §11).
-        self.fleet = FleetService(
-            self.store,
-            {"routes": self.routes, client_keys.KIND: self.keys, secrets.KIND: self.secrets},
-            listen=f"unix:{settings.unix}" if settings.unix else f"http://{settings.listen}",
-            data_dir=settings.data_dir,
-            started_at=self.started_at,
-            jobs_leased=lambda: self.jobs.leased,
-            clock=clock,
-        )
-        #: Told of every proxied request's outcome: events, records, stats,
-        #: metrics, the fleet's request count.
-        self.observers: list[Observer] = [
-            self.events,
-            StatsCounter(self.store, clock),
-            self.metrics,
-            Recorder(self.store, settings.record_bodies),
-            self.fleet,
+        self.control = make_control_app(self)
+        self._job_depth = job_depth_reader(self.store)
+        #: Started in order, stopped in reverse; the control app last (its
+        #: dashboard feeds read the rest).
+        self.services: list[Service] = [
+            *wiring.services,
+            Service("control endpoints", self.control.startup, self.control.shutdown),
         ]
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -208,22 +137,14 @@ class Sidecar:
             await self.lifespan(receive, send)
 
     async def lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
-        """Open the store and load the routes at start-up; close it all at shutdown."""
+        """Start the services in order at start-up; stop them in reverse at shut-down."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.access_log = AccessLog.from_root()
                 try:
-                    await self.store.open()
-                    await self.routes.start()
-                    await self.keys.start()
-                    await self.secrets.start()
-                    self._refuse_exposed_without_keys()
-                    for observer in self.observers:
-                        await observer.start()
-                    await self.control.startup()
-                    # Last: a job's run needs the store and the routes.
-                    self.jobs.start()
+                    for service in self.services:
+                        await service.start()
                 except Exception as error:
                     # Tell the server, which then refuses to serve, rather
                     # than serving half-started.
@@ -232,42 +153,10 @@ class Sidecar:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                # First: jobs under way end (or stay leased) while all still works.
-                await self.jobs.stop()
-                await self.llm.drain()
-                # Before the store closes: they flush what they still hold.
-                for observer in self.observers:
-                    await observer.stop()
-                await self.routes.stop()
-                await self.keys.stop()
-                await self.secrets.stop()
-                await self.client.aclose()
-                await self.store.close()
-                await self.control.shutdown()
+                for service in reversed(self.services):
+                    await service.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    def _on_event(self, event: Event) -> None:
-        if event.reason is None:
-            return
-        if event.kind == JOB:
-            self.metrics.job_finished(event.reason)
-        elif event.kind == BREAKER and event.host is not None:
-            states = self.breaker_states
-            states.pop(event.host, None)  # re-inserted: the newest last
-            states[event.host] = event.reason
-            if len(states) > MAX_BREAKER_STATES:
-                del states[next(iter(states))]
-
-    def _refuse_exposed_without_keys(self) -> None:
-        """SPEC §2.1: with no client key, the sidecar listens on loopback only."""
-        if self.settings.unix is None and not is_loopback_listen(self.settings):
-            if not self.keys.all():
-                raise StartRefused(
-                    f"refusing to listen on {self.settings.listen}, which other machines can"
-                    " reach, while no client key exists: create one with `mirapi keys"
-                    " create`, or listen on 127.0.0.1"
-                )
 
     async def serve_control(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         """The sidecar's own endpoints, behind the same door as proxied requests."""
@@ -373,15 +262,7 @@ class Sidecar:
 
     async def job_depth(self) -> int | None:
         """Jobs with work left, for readyz; None when the store cannot say soon."""
-        try:
-            async with asyncio.timeout(READYZ_STORE_TIMEOUT):
-                return await self.store.job_depth()
-        except Exception:
-            return None
-
-
-class StartRefused(Exception):
-    """The sidecar must not start as configured; the message says why and what to do."""
+        return await self._job_depth()
 
 
 def _error_response(
@@ -400,11 +281,6 @@ def _error_response(
         # The unread body's framing is in doubt: never reuse this connection.
         headers.append(("connection", "close"))
     return Response(error.status, headers, body)
-
-
-def cache_entry_limit(settings: Settings) -> int:
-    """The largest response the smart cache keeps: it must fit the cache and a body."""
-    return min(settings.max_body, settings.cache_max_bytes)
 
 
 def _address_of_client(scope: Scope) -> str:
