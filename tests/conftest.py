@@ -1,8 +1,15 @@
-"""Shared fixtures: a real upstream and a real sidecar, both on loopback."""
+"""Shared fixtures: a real upstream and a real sidecar, both on loopback.
+
+Also the suite's scheduling under pytest-xdist (`--dist loadgroup`, see
+pyproject.toml): tests marked `xdist_group(NAME)` run on one worker, in
+order, others are spread one by one. And a shared fixture that cannot start
+fails once: the first test that needs it errors with the cause, the others
+are skipped, naming that test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +31,66 @@ async def upstream() -> AsyncIterator[Upstream]:
         yield server
     finally:
         await runner.cleanup()
+
+
+#: Every test here starts real sidecar processes: seconds each (`-m "not slow"`).
+SLOW_DIRECTORIES = ("e2e", "clients")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of SLOW_DIRECTORIES slow."""
+    tests = Path(__file__).parent
+    slow = [tests / name for name in SLOW_DIRECTORIES]
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in slow):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def group_by_xdist_group(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give `xdist_group` its effect on pytest 9, where xdist 3.8's own does nothing.
+
+    xdist groups a test by a `@NAME` suffix on its node id, which it sets as
+    `item._nodeid`; pytest 9 keeps the id in `item._id`, so the suffix was
+    lost and every group's tests went to any worker (each doc of the docs
+    test, and each module-scoped sidecar, paid once per worker).
+    """
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
+#: Each failure of a module- or session-scoped fixture, with the test that reported it.
+#: pytest re-raises the same exception object for every later test that needs it.
+_FIXTURE_FAILURES: dict[int, tuple[BaseException, str]] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A shared fixture's failure is an error once; later tests needing it are skipped."""
+    report = yield
+    if call.when != "setup" or call.excinfo is None or not report.failed:
+        return report
+    error = call.excinfo.value
+    seen = _FIXTURE_FAILURES.get(id(error))
+    if seen is None or seen[0] is not error:
+        _FIXTURE_FAILURES[id(error)] = (error, item.nodeid)
+        return report
+    reason = f"a shared fixture failed in {seen[1]} (reported there): {type(error).__name__}"
+    report.outcome = "skipped"
+    report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {reason}")
+    return report
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -1,4 +1,8 @@
-"""`mirapi curl` through the real CLI entry point, against a real upstream."""
+"""`mirapi curl` through the real CLI entry point, against a real upstream.
+
+In this process (`invoke`: `main.run` with its own stdin, stdout and
+environment); the exit codes are checked once more as a real process.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,25 @@ import socket
 import sys
 from pathlib import Path
 
+from tests.support.cli import invoke
 from tests.support.upstream import Upstream, drop, echo, reply
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+
+
 async def mirapi(*args: str, stdin: bytes = b"") -> tuple[int, bytes, str]:
+    """Run `mirapi ARGS` in this process; (exit code, stdout bytes, stderr text)."""
+    call = asyncio.to_thread(invoke, args, environment(), stdin=stdin)
+    return await asyncio.wait_for(call, 60)
+
+
+async def mirapi_process(*args: str, stdin: bytes = b"") -> tuple[int, bytes, str]:
     """Run `mirapi ARGS` as a process; (exit code, stdout bytes, stderr text)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    env = environment()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -96,7 +111,8 @@ async def test_include_shows_status_and_headers(upstream: Upstream) -> None:
 
 async def test_exit_codes_follow_curl(upstream: Upstream) -> None:
     upstream.default = reply(404)
-    code, _, _ = await mirapi("curl", upstream.url, "-f", "-s")
+    # What the shell sees, through the real entry point, once as a process.
+    code, _, _ = await mirapi_process("curl", upstream.url, "-f", "-s")
     assert code == 22
     code, out, _ = await mirapi("curl", upstream.url)
     assert code == 0 and out == b'{"ok":true}'

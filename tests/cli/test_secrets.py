@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from sidecar.config import Settings
 from sidecar.secrets import KIND, decode
 from sidecar.store import store_for
 from sidecar.vault import Vault
-from tests.support.cli import REPO, WAIT
+from tests.support.cli import REPO, run_cli
 
 PASSPHRASE = "correct horse battery"
 VALUE = "sk_live_CliTestValue123"
@@ -56,19 +55,9 @@ async def mirapi(
             environment.pop(name, None)
     if master is not None:
         environment["MIRAPI_MASTER_KEY"] = master
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mirapi_cli.main",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-    )
-    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), WAIT * 2)
-    assert process.returncode is not None
-    return Run(process.returncode, out.decode(), err.decode())
+    # In this process where that is the same (`run_cli`); `sidecar start` is a process.
+    done = await asyncio.to_thread(run_cli, environment, args, stdin=stdin)
+    return Run(done.returncode, done.stdout, done.stderr)
 
 
 def files_bytes(data_dir: Path) -> bytes:

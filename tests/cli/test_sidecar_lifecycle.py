@@ -368,17 +368,20 @@ def test_logs_shows_the_last_lines(cli: Cli) -> None:
 
 def test_logs_follow_prints_new_lines(cli: Cli) -> None:
     state = cli.start()
-    follower = cli.popen("sidecar", "logs", "-f", "-n", "0")
+    before = (cli.data_dir / "sidecar.log").read_text().splitlines()
+    follower = cli.popen("sidecar", "logs", "-f", "-n", "1")
     try:
-        time.sleep(0.5)  # let it reach the end of the file before new lines come
+        assert follower.stdout is not None
+        # Its first line is the log's last: it follows from the end now (no guessed sleep).
+        assert follower.stdout.readline().rstrip("\n") == before[-1]
         assert cli("sidecar", "stop").returncode == 0
         deadline = time.monotonic() + WAIT
         seen = ""
-        assert follower.stdout is not None
         while '"stopped"' not in seen:
             assert time.monotonic() < deadline, seen
             seen += follower.stdout.readline()
-        assert f"pid {state['pid']}" not in seen  # -n 0: only what came after
+        assert not set(seen.splitlines()) & set(before)  # -n 1: only what came after
+        assert f"pid {state['pid']}" not in seen
     finally:
         follower.send_signal(signal.SIGINT)
         follower.wait(WAIT)

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,11 @@ from sidecar.config import Settings
 from sidecar.events import RESCUE, UPSTREAM_ERROR, Event
 from sidecar.jobs.model import FAILED, Job, JobRequest, public_view
 from sidecar.store import store_for
-from tests.support.cli import REPO, WAIT, on_terminal
+from tests.support.cli import REPO, on_terminal, run_cli
+
+# One worker runs this module's tests: its module-scoped sidecar (or data
+# dir) is made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("cli/test_tables")
 
 T0 = 1_700_000_000.0
 PASSPHRASE = "correct horse battery staple"
@@ -58,15 +61,8 @@ def env_for(data_dir: Path) -> dict[str, str]:
 
 
 def piped(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mirapi_cli.main", *args],
-        input=stdin,
-        env=env_for(data_dir),
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    """`mirapi ARGS` with stdout a pipe (in this process: `run_cli`)."""
+    return run_cli(env_for(data_dir), args, stdin=stdin)
 
 
 def screen_of(data_dir: Path, columns: int, *args: str) -> str:

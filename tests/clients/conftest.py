@@ -29,7 +29,7 @@ from tests.clients.fakes import (
     StripeFake,
     fake_loop,
 )
-from tests.support.cli import WAIT, Cli, kill_leftover
+from tests.support.cli import Cli, kill_leftover
 
 PASSPHRASE = "clients suite passphrase"
 
@@ -53,15 +53,7 @@ class Sidecar:
     url: str = ""
 
     def mirapi(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.cli.command, *args],
-            input=stdin,
-            env={**self.cli.env, "MIRAPI_MASTER_KEY": PASSPHRASE},
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            check=False,
-        )
+        return self.cli(*args, stdin=stdin, MIRAPI_MASTER_KEY=PASSPHRASE)
 
     def must(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         done = self.mirapi(*args, stdin=stdin)

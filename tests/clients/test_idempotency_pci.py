@@ -25,6 +25,10 @@ import stripe
 from tests.clients.conftest import ApiFakes, Counter, Sidecar, StripeCounter, start_sidecar
 from tests.clients.fakes import FakeLoop, OpenAIFake, StripeFake, unique
 
+# One worker runs this module's tests: its module-scoped sidecar (or data
+# dir) is made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("clients/test_idempotency_pci")
+
 CARD = "4242 4242 4242 4242"
 
 

@@ -23,6 +23,10 @@ import stripe
 from tests.clients.conftest import ApiFakes, Counter, Sidecar, start_sidecar
 from tests.clients.fakes import TEXT, AnthropicFake, FakeLoop, OpenAIFake, StripeFake
 
+# One worker runs this module's tests: its module-scoped sidecar (or data
+# dir) is made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("clients/test_sdks")
+
 
 @pytest.fixture(scope="module")
 def fakes(loop: FakeLoop) -> ApiFakes:

@@ -29,7 +29,9 @@ from tests.e2e.test_secrets import leaks
 
 # The module's sidecar is set up by the first test: five `secrets add` and an
 # unlock, each a scrypt of 128 MiB, are slow on a busy machine.
-pytestmark = pytest.mark.timeout(300)
+# One worker runs this module's tests: its module-scoped sidecar is made once,
+# not once per worker.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("clients/test_secrets")]
 
 HOST_A = SecretSpec("openai-a", "127.0.0.2", "sk-SECRET-for-host-2")
 HOST_B = SecretSpec("openai-b", "127.0.0.3", "sk-SECRET-for-host-3")

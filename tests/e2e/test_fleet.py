@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.cli import WAIT, Cli, kill_leftover
+from tests.support.cli import WAIT, Cli, kill_leftover, run_cli
 from tests.support.upstream import Upstream
 
 PASSPHRASE = "e2e passphrase for the fleet"
@@ -54,16 +54,7 @@ class Fleet:
         env = {**cli.env, "MIRAPI_MASTER_KEY": PASSPHRASE}
         if cli is self.shared or any(s.cli is cli for s in self.on_redis):
             env["MIRAPI_REDIS"] = self.redis_url
-        return await asyncio.to_thread(
-            subprocess.run,
-            [*cli.command, *args],
-            input=stdin,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            check=False,
-        )
+        return await asyncio.to_thread(run_cli, env, args, stdin=stdin)
 
     async def on_redis_store(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         done = await self.mirapi(self.shared, *args, stdin=stdin)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.cli import WAIT, Cli
+from tests.support.cli import Cli, run_cli
 from tests.support.upstream import Upstream
 
 PASSPHRASE = "e2e passphrase for secrets"
@@ -30,17 +30,9 @@ ARGUMENT = "sk_live_E2eGivenAsAnArgument"
 async def mirapi(
     cli: Cli, *args: str, stdin: str = "", **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """`mirapi ARGS` with `stdin`, in a thread so the upstream in this loop keeps answering."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*cli.command, *args],
-        input=stdin,
-        env={**cli.env, **env},
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    """`mirapi ARGS` with `stdin` (in this process where that is the same: `run_cli`),
+    in a thread so the upstream in this loop keeps answering."""
+    return await asyncio.to_thread(run_cli, {**cli.env, **env}, args, stdin=stdin)
 
 
 async def store_secret_and_token(cli: Cli) -> str:
