@@ -25,10 +25,12 @@ from sidecar.events import KINDS, Event, iso_time
 from sidecar.events import public_view as event_view
 from sidecar.headers import upstream_host
 from sidecar.jobs.model import FAILED, Job
+from sidecar.llm.budgets import usd_text, utc_day
 from sidecar.recorder import RequestRecord
 from sidecar.routes import Route
 from sidecar.stats import UPSTREAM_ERRORS_PREFIX, summarize
 from sidecar.store.breaker import BreakerStatus
+from sidecar.store.budgets import Budget, SpendRow
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -50,8 +52,8 @@ FAILED_JOBS_SHOWN = 20
 BREAKER_HOSTS = 50
 #: Seconds a feed waits for the store before it shows that part as unavailable.
 STORE_WAIT = 1.0
-#: The LLM panel until issue "LLM calls" lands (SPEC §10).
-NO_LLM_BUDGETS = "no LLM budgets yet"
+#: The LLM panel on a day with no LLM spend and no budget (SPEC §10).
+NO_LLM_SPEND = "no LLM calls or budgets today"
 
 
 # -- pure shaping -------------------------------------------------------------------
@@ -195,6 +197,25 @@ def record_view(record: RequestRecord) -> dict[str, Any]:
 # -- gathering ---------------------------------------------------------------------
 
 
+def llm_panel(
+    spend: Sequence[SpendRow] | None, budgets: Sequence[Budget] | None, why: str | None
+) -> dict[str, Any]:
+    """Today's LLM spend per scope, against its budget where it has one (SPEC §10)."""
+    if spend is None or budgets is None:
+        return {"budgets": [], "note": f"unavailable ({why})"}
+    limits = {budget.scope: budget.limit_nano for budget in budgets}
+    spent = {row.scope: row.spent_nano + row.reserved_nano for row in spend}
+    rows = [
+        {
+            "name": scope,
+            "spent": f"{usd_text(spent.get(scope, 0))} USD",
+            "limit": f"{usd_text(limits[scope])} USD" if scope in limits else "no budget",
+        }
+        for scope in sorted(limits.keys() | spent.keys())
+    ]
+    return {"budgets": rows, "note": NO_LLM_SPEND}
+
+
 async def _read(what: str, read: Callable[[], Awaitable[T]]) -> tuple[T | None, str | None]:
     """`read()`, or (None, why) when the store fails or is slow: a panel, not a page, is lost."""
     try:
@@ -227,8 +248,14 @@ async def overview_feed(sidecar: Sidecar, ring: MinuteRing) -> dict[str, Any]:
         "hour": hour_totals(minutes[1:] if len(minutes) > 60 else minutes),
         "day": day,
         "day_unavailable": why,
-        "llm": {"budgets": [], "note": NO_LLM_BUDGETS},
+        "llm": await _llm_today(sidecar, now),
     }
+
+
+async def _llm_today(sidecar: Sidecar, now: float) -> dict[str, Any]:
+    spend, why = await _read("LLM spend", lambda: sidecar.store.spend(day=utc_day(now)))
+    budgets, budgets_why = await _read("LLM budgets", sidecar.store.list_budgets)
+    return llm_panel(spend, budgets, why or budgets_why)
 
 
 async def health_feed(sidecar: Sidecar) -> dict[str, Any]:

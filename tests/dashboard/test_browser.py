@@ -73,7 +73,7 @@ async def test_a_rescue_shows_within_3_s_with_its_capital_and_record_and_no_secr
     await asyncio.to_thread(
         wait_for, chrome, lambda d: "live" in text_of(d, "#status"), 10.0
     )
-    assert text_of(chrome, "#llm-empty") == "no LLM budgets yet"
+    assert text_of(chrome, "#llm-empty") == "no LLM calls or budgets today"
 
     upstream.then(reply(503), reply(200))
     answer = await http.post(

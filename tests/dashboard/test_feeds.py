@@ -66,7 +66,7 @@ async def test_a_rescue_shows_in_the_chart_rescues_capital_events_and_its_record
     assert overview["hour"]["success_rate"] == {"with_rescues": 1.0, "without_rescues": 0.0}
     assert overview["chart"][-1]["rescued"] == 1
     assert len(overview["chart"]) == MINUTES
-    assert overview["llm"] == {"budgets": [], "note": "no LLM budgets yet"}
+    assert overview["llm"] == {"budgets": [], "note": "no LLM calls or budgets today"}
 
     overview = await until(
         lambda: feed(dash, "overview"), lambda data: bool(data["day"]["rescued"])
@@ -111,9 +111,7 @@ async def test_events_filter_by_kind_and_route(dash: Dash, upstream: Upstream) -
     )
     failed = await dash.http.get("/v1/y", headers={"X-Target-URL": upstream.url + "/v1/y"})
     assert (rescued.status_code, failed.status_code) == (200, 502)
-    everything = await until(
-        lambda: feed(dash, "events"), lambda data: len(data["events"]) == 2
-    )
+    everything = await until(lambda: feed(dash, "events"), lambda data: len(data["events"]) == 2)
     assert [e["kind"] for e in everything["events"]] == ["upstream_error", "rescue"]
     assert everything["routes"] == ["pay"]
     by_route = await feed(dash, "events", route="pay")
@@ -152,9 +150,7 @@ async def test_health_shows_an_open_breaker_routes_by_host_and_a_failed_job(
     )
     assert job.status_code == 202, job.text
 
-    health = await until(
-        lambda: feed(dash, "health"), lambda data: bool(data["jobs"]["failed"])
-    )
+    health = await until(lambda: feed(dash, "health"), lambda data: bool(data["jobs"]["failed"]))
     [breaker] = health["breakers"]
     assert (breaker["host"], breaker["state"], breaker["failures"]) == (host, "open", 1)
     assert breaker["opened_at"] is not None
@@ -228,3 +224,16 @@ def test_a_record_view_never_holds_the_body() -> None:
         RequestRecord("req_2", 0.0, "POST", "/v1", "pay", (), None, 200, None, ("body",))
     )
     assert unrecorded["body"] == "not recorded"
+
+
+def test_the_llm_panel_shows_todays_spend_against_budgets() -> None:
+    from sidecar.dashboard.feeds import llm_panel
+    from sidecar.store.budgets import Budget, SpendRow
+
+    spend = [SpendRow("route:chat", "2026-12-07", 2_750_000, 1_000_000, 5_000_000_000, 1, 1000, 50)]
+    panel = llm_panel(spend, [Budget("route:chat", 5_000_000_000), Budget("all", 10**10)], None)
+    assert panel["budgets"] == [
+        {"name": "all", "spent": "0 USD", "limit": "10 USD"},
+        {"name": "route:chat", "spent": "0.00375 USD", "limit": "5 USD"},
+    ]
+    assert llm_panel(None, None, "store_unavailable")["note"] == "unavailable (store_unavailable)"
