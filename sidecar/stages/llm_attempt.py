@@ -187,7 +187,8 @@ class LlmAttempt:
         timeout = exchange.policy.llm_first_token_timeout
         try:
             async with asyncio.timeout(timeout):
-                while not watcher.content_started:
+                # A stream that ends whole with no content (a filtered answer) is an answer too.
+                while not (watcher.content_started or watcher.done):
                     try:
                         chunk = await anext(chunks)
                     except StopAsyncIteration:
