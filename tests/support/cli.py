@@ -81,7 +81,7 @@ def _exit_status(code: object) -> int:
 
 #: What `Cli` runs in this process: commands that end by themselves and leave
 #: no process behind. The rest (`sidecar start/run/logs`, `events tail -f`,
-#: `completion`, `dashboard`, `sidecar install-service`) stay real processes:
+#: `completion`, `dashboard`) stay real processes:
 #: a daemon must not be this process's child, a follower never returns, and
 #: completions and terminals are about the process.
 IN_PROCESS = frozenset(
@@ -98,6 +98,7 @@ IN_PROCESS = frozenset(
         ("sidecar", "stop"),
         ("sidecar", "status"),
         ("sidecar", "list"),
+        ("sidecar", "install-service"),
         ("--version",),
     }
 )
@@ -235,7 +236,7 @@ def kill_leftover(state_file: Path) -> None:
     a pid reused since (a pytest worker, say) is left alone.
     """
     from mirapi_cli.daemon import identify
-    from sidecar.state import SidecarState
+    from sidecar.process.state import SidecarState
 
     try:
         state = SidecarState.from_json(json.loads(state_file.read_text()))
