@@ -44,8 +44,8 @@ def invoke(
     """Run `mirapi ARGS` in this process through the real entry point (`main.run`).
 
     os.environ is made `env` (the whole environment, as a process would get
-    it) for the call; stdin is `stdin`, never a terminal. Returns (exit code, stdout bytes,
-    stderr text), as a process would. Call it from a thread of its own when
+    it) for the call; stdin is `stdin`, never a terminal. Returns (exit code,
+    stdout bytes, stderr text), as a process would. Call it from a thread of its own when
     an event loop runs (`run_mirapi` does): commands run their own loop.
     """
     from typer.testing import CliRunner
@@ -53,12 +53,16 @@ def invoke(
     from mirapi_cli import output
     from mirapi_cli.main import run
 
-    with _IN_PROCESS:
+    # Bounded: a call that hung holds the lock, and the next must say so, not hang too.
+    if not _IN_PROCESS.acquire(timeout=WAIT * 2):
+        raise RuntimeError(f"mirapi {' '.join(args)}: an earlier in-process call never ended")
+    try:
         # The consoles are made once per process; a new call is a new process.
         output.stdout.cache_clear()
         output.stderr.cache_clear()
         # Worked out under the lock: another call may have changed os.environ until now.
         changes = environment_changes(env)
+        code: object = 0
         with CliRunner().isolation(input=stdin, env=changes) as (out, err, _):
             try:
                 run(list(args))
@@ -68,6 +72,8 @@ def invoke(
                 sys.stdout.flush()
                 sys.stderr.flush()
             return _exit_status(code), out.getvalue(), err.getvalue().decode(errors="replace")
+    finally:
+        _IN_PROCESS.release()
 
 
 def _exit_status(code: object) -> int:
