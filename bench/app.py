@@ -113,7 +113,7 @@ async def main() -> None:
     ]
     try:
         if args.with_key:
-            from sidecar import client_keys
+            from sidecar.security import client_keys
 
             key, text = client_keys.new_key("bench", time.time())
             await app.store.record_put(client_keys.KIND, key.id, client_keys.encode(key), True)

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pci_corpus import CARD_KEY, CARD_WORDS, NO_LABEL, CardBody, card_bodies, clean_bodies
 from pci_corpus import needs_label as needs_label
 
-from sidecar.pci import find_card_number, url_decoded
+from sidecar.security.pci import find_card_number, url_decoded
 from sidecar.stages.pci_guard import card_offset
 
 ROUNDS = 5

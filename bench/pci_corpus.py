@@ -4,7 +4,7 @@ Everything comes from one seeded `random.Random`, so a run is repeatable
 and no data set is shipped or fetched.
 
 - `card_bodies`: realistic JSON and form bodies holding one card number:
-  every row of the brand table (`sidecar.pci.BRANDS`) at every length it
+  every row of the brand table (`sidecar.security.pci.BRANDS`) at every length it
   issues, plain, spaced and dashed (Amex 4-6-5 and Diners 4-6-4, the rest
   by fours; in form bodies a space is sent as `+` or `%20`), under a card
   key (`card_number`, `cardNumber`, `{"card": {"number": }}`, `pan`, `cc`,
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from sidecar.pci import BRANDS, MAX_DIGITS_WITHOUT_CONTEXT, luhn_valid, url_decoded
+from sidecar.security.pci import BRANDS, MAX_DIGITS_WITHOUT_CONTEXT, luhn_valid, url_decoded
 
 #: Where a card sits: a card key, card words in text, or a key that says nothing.
 CARD_KEY = "card key"

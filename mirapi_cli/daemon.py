@@ -11,7 +11,7 @@ The state file (`sidecar.json` in the data dir) is written by the sidecar
 after it binds and removed when it exits. One left behind by a crash is
 *stale*: its pid is gone, or now belongs to some other program. A pid is
 trusted only when the process has the start time the sidecar recorded of
-itself AND its healthz answers with the sidecar's token (sidecar/state.py);
+itself AND its healthz answers with the sidecar's token (sidecar/process/state.py);
 a command line containing "mirapi" proves nothing. Stale files are removed
 and reported, and their pid is never signalled. A pid with the recorded
 start time that does not answer is reported as unresponsive: the file is
@@ -36,7 +36,7 @@ from typing import Any
 
 from mirapi_cli.logtail import last_lines
 from sidecar import paths
-from sidecar.state import SidecarState, process_start_time, read_state, remove_state
+from sidecar.process.state import SidecarState, process_start_time, read_state, remove_state
 
 __all__ = [
     "DaemonError",

@@ -10,7 +10,7 @@ A command that changes routes, keys or secrets runs its write through
      dir's sidecar, once `daemon.identify` has shown its pid is still that
      sidecar (never a pid some other program got since),
   3. waits, up to ACK_TIMEOUT, until every live sidecar's heartbeat says it
-     serves that version or a later one (sidecar/fleet.py beats at once
+     serves that version or a later one (sidecar/observability/fleet.py beats at once
      after reloading).
 
 The command then says how many did and names those that did not. Those
@@ -178,8 +178,8 @@ def _has_taken(beat: Heartbeat, targets: dict[str, int]) -> bool:
 def signal_local_sidecar(data_dir: Path) -> bool:
     """SIGUSR1 to the data dir's sidecar, only once its identity is proven; whether sent."""
     from mirapi_cli.daemon import identify
-    from sidecar.fleet import RELOAD_SIGNAL
-    from sidecar.state import read_state
+    from sidecar.observability.fleet import RELOAD_SIGNAL
+    from sidecar.process.state import read_state
 
     try:
         state = read_state(data_dir)

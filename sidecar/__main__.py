@@ -38,9 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mirapi_cli.main import run
 
         run(["sidecar", "start", "--foreground", *args])  # exits
-    from sidecar import server
     from sidecar.config import ConfigError, load
-    from sidecar.logging import setup_logging
+    from sidecar.observability.logging import setup_logging
+    from sidecar.process import server
 
     parsed = _parser().parse_args(args)
     flags: dict[str, object] = {

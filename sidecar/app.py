@@ -18,7 +18,6 @@ from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.config import Settings
 from sidecar.control import make_control_app
 from sidecar.dashboard import is_public_path
-from sidecar.egress import Egress
 from sidecar.errors import (
     BadRequestFraming,
     MirApiError,
@@ -27,13 +26,14 @@ from sidecar.errors import (
     error_headers,
 )
 from sidecar.exchange import Exchange, Response, new_request_id
-from sidecar.gate import LOCAL_CLIENT, read_request
 from sidecar.headers import upstream_host
 from sidecar.llm.errors import error_body as llm_error_body
-from sidecar.logging import AccessLog
-from sidecar.observe import Outcome
+from sidecar.observability.logging import AccessLog
+from sidecar.observability.observe import Outcome
+from sidecar.outbound.upstream import UpstreamClient
+from sidecar.security.egress import Egress
+from sidecar.security.gate import LOCAL_CLIENT, read_request
 from sidecar.store.base import Store
-from sidecar.upstream import UpstreamClient
 from sidecar.wiring import Service, StartRefused, job_depth_reader, wire
 
 Scope = dict[str, Any]

@@ -10,8 +10,8 @@ from sidecar.dashboard import make_blueprint
 from sidecar.errors import MethodNotAllowed, MirApiError, NotFound, error_body, error_headers
 from sidecar.exchange import new_request_id
 from sidecar.jobs.model import public_view
-from sidecar.metrics import CONTENT_TYPE
-from sidecar.state import process_token
+from sidecar.observability.metrics import CONTENT_TYPE
+from sidecar.process.state import process_token
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar
@@ -24,7 +24,7 @@ def make_control_app(sidecar: Sidecar) -> Quart:
     @app.get("/_mirapi/healthz")
     async def healthz() -> dict[str, Any]:
         # The token lets `mirapi sidecar stop` tell this process from one
-        # that got its pid later (sidecar/state.py).
+        # that got its pid later (sidecar/process/state.py).
         return {**sidecar.health(), "token": process_token()}
 
     @app.get("/_mirapi/livez")
@@ -45,7 +45,7 @@ def make_control_app(sidecar: Sidecar) -> Quart:
 
     @app.get("/_mirapi/metrics")
     async def metrics() -> Response:
-        # Prometheus' classic text format (sidecar/metrics.py); never a path
+        # Prometheus' classic text format (sidecar/observability/metrics.py); never a path
         # or a body in it, and behind the client key like every non-probe.
         return Response(await sidecar.metrics.render(), content_type=CONTENT_TYPE)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sidecar.policy import RequestPolicy
-from sidecar.routes import PATH_MODE_PREFIX, Route
+from sidecar.routing.routes import PATH_MODE_PREFIX, Route
 
 if TYPE_CHECKING:
     from sidecar.llm.call import LlmCall
@@ -73,7 +73,7 @@ class Exchange:
     #: The raw query string, without the leading '?'.
     query: str
     #: Header names in lower case, in arrival order; values as text, read
-    #: from their bytes as UTF-8 by the door (sidecar.gate), which refuses
+    #: from their bytes as UTF-8 by the door (sidecar.security.gate), which refuses
     #: any other bytes, and sent upstream as the same bytes.
     headers: Headers
     body: bytes

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sidecar.clock import SYSTEM_CLOCK, Clock
-from sidecar.egress import Egress, OpenEgress
 from sidecar.exchange import Exchange, Headers, Response, new_request_id
-from sidecar.gate import inbound, read_headers
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.pipeline import Parts, build_chain
+from sidecar.security.egress import Egress, OpenEgress
+from sidecar.security.gate import inbound, read_headers
 from sidecar.stages.routing import RouteLookup
 from sidecar.store.base import Store
 from sidecar.store.memory import MemoryStore
-from sidecar.upstream import UpstreamClient
 
 #: One-off calls may read a large body into memory (-d @file); 1 GiB bounds it.
 ONESHOT_MAX_BODY = 1024**3

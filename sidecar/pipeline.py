@@ -15,10 +15,11 @@ from functools import partial
 from typing import Protocol
 
 from sidecar.clock import SYSTEM_CLOCK, Clock
-from sidecar.events import EventLog
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.llm.meter import LlmMeter
-from sidecar.retry_budget import RetryBudget
+from sidecar.observability.events import EventLog
+from sidecar.outbound.retry_budget import RetryBudget
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.stages.async_jobs import NoAsyncJobs
 from sidecar.stages.cascade import Cascade
 from sidecar.stages.circuit_breaker import CircuitBreaker
@@ -35,7 +36,6 @@ from sidecar.stages.routing import RouteLookup, Routing
 from sidecar.stages.smart_cache import SmartCache
 from sidecar.stages.strip_headers import StripHeaders
 from sidecar.store.base import Store
-from sidecar.upstream import UpstreamClient
 
 
 class Stage(Protocol):

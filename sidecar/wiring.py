@@ -13,34 +13,34 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from sidecar import client_keys, secrets
-from sidecar.client_keys import ClientKey
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.config import Settings, is_loopback_listen
-from sidecar.egress import Egress, EgressPolicy
-from sidecar.events import BREAKER, JOB, Event, EventLog
 from sidecar.exchange import Next
-from sidecar.fleet import FleetService
-from sidecar.gate import Gate
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
 from sidecar.llm.meter import LlmMeter
 from sidecar.llm.prices import PriceBook
-from sidecar.metrics import Metrics, QueueDepth
-from sidecar.observe import Observer
+from sidecar.observability.events import BREAKER, JOB, Event, EventLog
+from sidecar.observability.fleet import FleetService
+from sidecar.observability.metrics import Metrics, QueueDepth
+from sidecar.observability.observe import Observer
+from sidecar.observability.recorder import Recorder
+from sidecar.observability.stats import StatsCounter
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.pipeline import Parts, build_chain, build_job_chain
 from sidecar.record_table import RecordTable
-from sidecar.recorder import Recorder
-from sidecar.route_table import RouteTable
-from sidecar.secrets import Secret
+from sidecar.routing.route_table import RouteTable
+from sidecar.security import client_keys, secrets
+from sidecar.security.client_keys import ClientKey
+from sidecar.security.egress import Egress, EgressPolicy
+from sidecar.security.gate import Gate
+from sidecar.security.secrets import Secret
+from sidecar.security.vault import Vault
 from sidecar.stages.async_jobs import AsyncJobs
 from sidecar.stages.inject_secrets import InjectSecrets
 from sidecar.stages.rate_limit import RateLimit
-from sidecar.stats import StatsCounter
 from sidecar.store import store_for
 from sidecar.store.base import Store
-from sidecar.upstream import UpstreamClient
-from sidecar.vault import Vault
 
 #: Hosts whose breaker state is shown (metrics, dashboard); the oldest
 #: change is forgotten past it, as the store forgets breakers (MAX_BREAKERS).

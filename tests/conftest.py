@@ -17,7 +17,7 @@ import pytest
 
 from sidecar.app import Sidecar
 from sidecar.config import Settings
-from sidecar.egress import EgressPolicy
+from sidecar.security.egress import EgressPolicy
 from tests.support.redis import RedisServer
 from tests.support.servers import serving
 from tests.support.upstream import Upstream, start_upstream

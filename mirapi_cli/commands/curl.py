@@ -30,7 +30,7 @@ from mirapi_cli.errors import CliError, ExitCode
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
-    from sidecar.egress import Egress
+    from sidecar.security.egress import Egress
 
 __all__ = ["CurlExit", "CurlRequest", "curl", "parse_header", "read_data", "route_path"]
 __all__ += ["run_call", "via_address"]

@@ -21,7 +21,7 @@ from mirapi_cli.commands.curl_model import CurlRequest
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
-    from sidecar.egress import Egress, Resolver
+    from sidecar.security.egress import Egress, Resolver
 
 #: The resolver in-process calls use; None: the system's. Tests set their own.
 resolver: Resolver | None = None
@@ -29,14 +29,14 @@ resolver: Resolver | None = None
 
 def open_egress() -> Egress:
     """No policy, as for the URL the user typed (SPEC §3)."""
-    from sidecar.egress import OpenEgress
+    from sidecar.security.egress import OpenEgress
 
     return OpenEgress(resolver)
 
 
 def policy_egress(settings: Settings, typed_host: str) -> Egress:
     """The config's egress policy for a redirect hop, with the host the user typed allowed."""
-    from sidecar.egress import EgressPolicy
+    from sidecar.security.egress import EgressPolicy
 
     return EgressPolicy(
         allow_private=settings.allow_private,
@@ -85,7 +85,7 @@ async def in_process(
     """
     from sidecar import oneshot
     from sidecar.errors import MirApiError
-    from sidecar.route_table import RouteTable
+    from sidecar.routing.route_table import RouteTable
     from sidecar.store import store_for
 
     store = None

@@ -20,7 +20,7 @@ from mirapi_cli.errors import ExitCode
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
-    from sidecar.egress import Egress
+    from sidecar.security.egress import Egress
 
 #: The sidecar's error codes, as the curl exit code a script expects.
 _EXIT_FOR_ERROR = {

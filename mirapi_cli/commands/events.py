@@ -36,7 +36,7 @@ from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
     from mirapi_cli.output import FittedTable
-    from sidecar.events import Event
+    from sidecar.observability.events import Event
     from sidecar.store.base import Store
 
 #: Seconds between two reads while following.
@@ -98,7 +98,7 @@ def tail(
 ) -> None:
     """Print recent events (newest last); with -f, follow new ones as they come."""
     from mirapi_cli import output
-    from sidecar.events import KINDS, public_view
+    from sidecar.observability.events import KINDS, public_view
 
     if kind is not None and kind not in KINDS:
         raise CliError(f"--kind: {kind!r} is not one of {', '.join(KINDS)}")
@@ -149,7 +149,7 @@ def _kept(rows: Iterable[tuple[str, bytes]], want: Wanted) -> list[Event]:
 
 def decode_rows(rows: Iterable[tuple[str, bytes]]) -> list[Event]:
     """The events of `rows`; an entry that is not an event is skipped."""
-    from sidecar.events import Event
+    from sidecar.observability.events import Event
 
     events = []
     for _, data in rows:
@@ -215,7 +215,7 @@ def _follower(count: int, want: Wanted, show: Show) -> Callable[[Store], Awaitab
 def write_json_lines(events: Sequence[Event]) -> None:
     """One JSON object a line on stdout, flushed after each."""
     from mirapi_cli import output
-    from sidecar.events import public_view
+    from sidecar.observability.events import public_view
 
     output.json_lines(public_view(event) for event in events)
 

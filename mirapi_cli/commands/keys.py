@@ -10,7 +10,7 @@ opens the store the sidecar uses (the data dir's SQLite, or Redis with
 (SPEC §11, mirapi_cli/propagation.py): a revoked key is never served after
 `revoke` has returned, on a sidecar that acknowledged (one that did not is
 named).
-Only the SHA-256 hash of a key is stored (`sidecar.client_keys`), so a lost
+Only the SHA-256 hash of a key is stored (`sidecar.security.client_keys`), so a lost
 key cannot be shown again: revoke it and create another.
 """
 
@@ -31,7 +31,7 @@ from mirapi_cli.store_access import with_store
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from sidecar.client_keys import ClientKey
+    from sidecar.security.client_keys import ClientKey
     from sidecar.store.base import Store
 
 RedisOption = Annotated[
@@ -61,7 +61,7 @@ def create(
 ) -> None:
     """Create a key and print it; it is shown this once only."""
     from mirapi_cli import output, propagation
-    from sidecar import client_keys
+    from sidecar.security import client_keys
 
     try:
         client_keys.check_name(name)
@@ -141,7 +141,7 @@ def revoke(
 ) -> None:
     """Revoke a key: every sidecar refuses it once this returns."""
     from mirapi_cli import output, propagation
-    from sidecar import client_keys
+    from sidecar.security import client_keys
 
     if key_id.startswith(client_keys.PREFIX):
         # A pasted key, whole or cut: never echo it (terminals and CI logs keep it).
@@ -178,7 +178,7 @@ def revoke(
 def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list[ClientKey]:
     """Every stored key that decodes, oldest first."""
     from mirapi_cli import output
-    from sidecar import client_keys
+    from sidecar.security import client_keys
 
     async def load(store: Store) -> dict[str, bytes]:
         return (await store.records_load(client_keys.KIND))[1]

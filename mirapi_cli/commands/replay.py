@@ -12,7 +12,7 @@ On top of the record: `-H 'Name: value'` replaces every recorded header of
 that name (`-H 'Name:'` removes it), `-X` the method, `--target URL` the
 upstream (X-Target-URL; for a route record, the route), `--data` the body.
 
-A record holds no credentials (`sidecar.recorder`), so the user adds them
+A record holds no credentials (`sidecar.observability.recorder`), so the user adds them
 with `-H`; a note on stderr names each one the original carried, and says
 so when the query was not recorded (recording off) and is not sent. A
 POST, PUT or PATCH whose body was not recorded is refused (exit 2) unless
@@ -38,7 +38,7 @@ from mirapi_cli.store_access import with_store
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from sidecar.recorder import RequestRecord
+    from sidecar.observability.recorder import RequestRecord
     from sidecar.store.base import Store
 
 
@@ -127,7 +127,7 @@ def load(
     request_id: str, data_dir: Path | None, config: Path | None, redis: str | None
 ) -> RequestRecord:
     """The record of `request_id` from the store; CliError when there is none."""
-    from sidecar.recorder import decode
+    from sidecar.observability.recorder import decode
     from sidecar.store.base import REQUESTS_MAX
 
     async def get(store: Store) -> bytes | None:
@@ -231,7 +231,7 @@ def missing_body(record: RequestRecord) -> str | None:
 
 def _show(record: RequestRecord, as_json: bool) -> None:
     from mirapi_cli import output
-    from sidecar.recorder import public_view
+    from sidecar.observability.recorder import public_view
 
     def human() -> RenderableType:
         when = datetime.fromtimestamp(record.time, UTC).isoformat(timespec="seconds")

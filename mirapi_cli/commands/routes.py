@@ -12,7 +12,7 @@ store the sidecar uses (the data dir's SQLite, or Redis with `--redis`),
 so it works whether or not one runs. A change is in force on every live
 sidecar sharing the store when the command returns (SPEC §11,
 mirapi_cli/propagation.py), which it says. A definition is validated whole before anything is
-written (`sidecar.routes.parse_route`); a bad one writes nothing.
+written (`sidecar.routing.routes.parse_route`); a bad one writes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from mirapi_cli.store_access import with_store
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from sidecar.routes import Endpoint, Route, RouteError
+    from sidecar.routing.routes import Endpoint, Route, RouteError
     from sidecar.store.base import Store
 
 T = TypeVar("T")
@@ -146,7 +146,7 @@ def add(
 ) -> None:
     """Add a route (or replace one with --replace); in force on every sidecar when it returns."""
     from mirapi_cli import output, propagation
-    from sidecar import routes
+    from sidecar.routing import routes
 
     try:
         table = routes.table_from_flags(
@@ -271,7 +271,7 @@ def import_routes(
 ) -> None:
     """Import routes from TOML: every route is checked first; a bad one imports none."""
     from mirapi_cli import output, propagation
-    from sidecar import routes
+    from sidecar.routing import routes
 
     try:
         incoming = routes.routes_from_toml(_read(file))
@@ -307,7 +307,7 @@ def export(
 ) -> None:
     """Print routes as TOML, which `mirapi routes import` reads back unchanged."""
     from mirapi_cli import output
-    from sidecar import routes
+    from sidecar.routing import routes
 
     stored = _load(data_dir, config, redis)
     chosen = _find(stored, names) if names else stored
@@ -320,7 +320,7 @@ def export(
 def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list[Route]:
     """Every stored route, by name."""
     from mirapi_cli import output
-    from sidecar import routes
+    from sidecar.routing import routes
 
     async def load(store: Store) -> dict[str, bytes]:
         return (await store.records_load("routes"))[1]
@@ -345,7 +345,7 @@ def _find(stored: Sequence[Route], names: Sequence[str]) -> list[Route]:
 
 async def _put_all(store: Store, incoming: Sequence[Route], replace: bool) -> list[Route]:
     """Write every route, or none: existing names refuse the lot unless `replace`."""
-    from sidecar import routes
+    from sidecar.routing import routes
 
     _, before = await store.records_load("routes")
     taken = [route.name for route in incoming if route.name in before]
@@ -416,7 +416,7 @@ def _in_flag_words(error: RouteError) -> str:
 
 def route_json(route: Route) -> dict[str, Any]:
     """`routes show --json`: every field, defaults by their TOML keys as header values."""
-    from sidecar.routes import DEFAULT_KEYS, format_duration
+    from sidecar.routing.routes import DEFAULT_KEYS, format_duration
 
     keys = {header: key for key, header in DEFAULT_KEYS.items()}
     return {
@@ -459,7 +459,7 @@ def _llm_json(endpoint: Endpoint) -> dict[str, Any]:
 
 def _route_table(route: Route) -> RenderableType:
     from mirapi_cli import output
-    from sidecar.routes import DEFAULT_KEYS, format_duration
+    from sidecar.routing.routes import DEFAULT_KEYS, format_duration
 
     rows: dict[str, object] = {"name": route.name, "strategy": route.strategy}
     for n, e in enumerate(route.endpoints, 1):

@@ -36,9 +36,9 @@ from mirapi_cli.store_access import with_store
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from sidecar.secrets import Secret
+    from sidecar.security.secrets import Secret
+    from sidecar.security.vault import Vault
     from sidecar.store.base import Store
-    from sidecar.vault import Vault
 
 RedisOption = Annotated[
     str | None,
@@ -93,8 +93,8 @@ def add(
     """Store a secret; its value is read from stdin (a hidden prompt on a terminal)."""
     from mirapi_cli import output, propagation
     from mirapi_cli.passphrase import check_new_passphrase, read_passphrase, read_value
-    from sidecar import secrets
-    from sidecar.vault import Vault
+    from sidecar.security import secrets
+    from sidecar.security.vault import Vault
 
     _refuse_arguments(ctx.args, value)
     try:
@@ -172,7 +172,7 @@ def rm(
 ) -> None:
     """Remove a secret; no sidecar injects it once this returns."""
     from mirapi_cli import output, propagation
-    from sidecar import secrets
+    from sidecar.security import secrets
 
     async def delete(store: Store) -> bool:
         return await store.record_delete(secrets.KIND, name)
@@ -198,7 +198,7 @@ def encrypt(
     """Print a mirapi:v1: token of a value (stdin) for X-Identity-Key."""
     from mirapi_cli import output
     from mirapi_cli.passphrase import check_new_passphrase, read_passphrase, read_value
-    from sidecar.vault import Vault
+    from sidecar.security.vault import Vault
 
     _refuse_arguments(ctx.args, value)
     plain = _checked(read_value())
@@ -223,8 +223,8 @@ def rotate_passphrase(
     """Re-encrypt every stored secret under a new passphrase ($MIRAPI_NEW_MASTER_KEY or asked)."""
     from mirapi_cli import output, propagation
     from mirapi_cli.passphrase import NEW_MASTER_KEY_ENV, check_new_passphrase, read_passphrase
-    from sidecar import secrets
-    from sidecar.vault import BadToken, Vault, WrongPassphrase
+    from sidecar.security import secrets
+    from sidecar.security.vault import BadToken, Vault, WrongPassphrase
 
     stored = load_secrets(data_dir, config, redis)
     if not stored:
@@ -285,7 +285,7 @@ def load_secrets(
 ) -> dict[str, Secret]:
     """Every stored secret that decodes, by name (sorted); the others named in a warning."""
     from mirapi_cli import output
-    from sidecar import secrets
+    from sidecar.security import secrets
 
     async def load(store: Store) -> dict[str, bytes]:
         return (await store.records_load(secrets.KIND))[1]
@@ -301,7 +301,7 @@ def load_secrets(
 
 def check_passphrase(passphrase: str, stored: Mapping[str, Secret], vault: Vault) -> None:
     """CliError unless `passphrase` decrypts the stored secrets (the first readable one)."""
-    from sidecar.vault import BadToken, WrongPassphrase
+    from sidecar.security.vault import BadToken, WrongPassphrase
 
     for name in sorted(stored):
         try:
@@ -317,7 +317,7 @@ def unlock_passphrase(data_dir: Path | None, config: Path | None, redis: str | N
     """The passphrase for `sidecar start --unlock`, checked against the stored secrets."""
     from mirapi_cli import output
     from mirapi_cli.passphrase import read_passphrase
-    from sidecar.vault import Vault
+    from sidecar.security.vault import Vault
 
     passphrase = read_passphrase(stdin_line=True)
     stored = load_secrets(data_dir, config, redis)
@@ -337,7 +337,7 @@ def _refuse_arguments(refused: list[str], value: str | None) -> None:
 
 
 def _checked(value: str) -> str:
-    from sidecar.secrets import SecretError, check_value
+    from sidecar.security.secrets import SecretError, check_value
 
     try:
         return check_value(value)
@@ -349,7 +349,7 @@ async def _put_all(
     store: Store, rotated: Mapping[str, Secret], before: Mapping[str, Secret]
 ) -> None:
     """Write every re-encrypted secret; on a failure, put back those already written."""
-    from sidecar import secrets
+    from sidecar.security import secrets
 
     written: list[str] = []
     try:

@@ -8,7 +8,7 @@
     install-service       a systemd user unit / launchd agent (mirapi_cli/service.py)
 
 Only argument parsing and rendering live here; the process work is in
-`mirapi_cli/daemon.py`, serving in `sidecar/server.py`. Heavy modules are
+`mirapi_cli/daemon.py`, serving in `sidecar/process/server.py`. Heavy modules are
 imported inside the commands, so `--help` and shell completion stay fast.
 """
 
@@ -112,8 +112,8 @@ def _unlock(settings: Settings, config: Path | None, redis: str | None) -> str:
 
 
 def _serve_here(settings: Settings, master_key: str | None = None) -> int:
-    from sidecar import server
-    from sidecar.logging import setup_logging
+    from sidecar.observability.logging import setup_logging
+    from sidecar.process import server
 
     setup_logging(settings.log_level, sys.stderr)
     return server.run(settings, master_key=master_key)

@@ -7,7 +7,7 @@ once LLM calls went through a route today, today's LLM spend and tokens per
 route (`llm_today`, the UTC day: what `mirapi llm spend` shows for the
 `route:NAME` scopes, whatever `--since` says).
 
-The counts live in the store's hourly buckets (`sidecar/stats.py` writes
+The counts live in the store's hourly buckets (`sidecar/observability/stats.py` writes
 them about once a second), so `--since 1h` means "from the start of the
 hour bucket an hour ago": hour granularity, and without `--since` every
 bucket the store keeps. Like `jobs` and `routes`, this opens the store the
@@ -75,7 +75,7 @@ def stats(
     """Requests, rescues, success rates, upstream errors and rescued capital."""
     from mirapi_cli import output
     from sidecar.llm.budgets import utc_day
-    from sidecar.stats import summarize
+    from sidecar.observability.stats import summarize
 
     now = time.time()
     since_hour = 0 if since is None else since_hour_of(since, now)
@@ -139,7 +139,7 @@ def llm_today(day: str, rows: list[SpendRow]) -> dict[str, Any] | None:
 
 async def open_breakers(store: Store, counters: dict[str, int]) -> list[str]:
     """The hosts, among those with upstream errors, whose breaker is not closed."""
-    from sidecar.stats import UPSTREAM_ERRORS_PREFIX
+    from sidecar.observability.stats import UPSTREAM_ERRORS_PREFIX
     from sidecar.store.base import BreakerState
 
     failing = sorted(

@@ -1,6 +1,6 @@
 """Who may read the dashboard, and the headers every page and feed carries (SPEC §12).
 
-The door is the proxy's (`sidecar.gate.Gate`): Host check, then loopback
+The door is the proxy's (`sidecar.security.gate.Gate`): Host check, then loopback
 only while no client key exists, else `X-MirApi-Key`. The one difference:
 once keys exist, the HTML shells and their static files load without a key
 (`is_public_path`), so a browser can show the page that asks for one. They

@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sidecar.errors import MirApiError
-from sidecar.events import KINDS, Event, iso_time
-from sidecar.events import public_view as event_view
 from sidecar.headers import upstream_host
 from sidecar.jobs.model import FAILED, Job
 from sidecar.llm.budgets import usd_text, utc_day
-from sidecar.recorder import RequestRecord
-from sidecar.routes import Route
-from sidecar.stats import UPSTREAM_ERRORS_PREFIX, summarize
+from sidecar.observability.events import KINDS, Event, iso_time
+from sidecar.observability.events import public_view as event_view
+from sidecar.observability.recorder import RequestRecord
+from sidecar.observability.stats import UPSTREAM_ERRORS_PREFIX, summarize
+from sidecar.routing.routes import Route
 from sidecar.store.breaker import BreakerStatus
 from sidecar.store.budgets import Budget, SpendRow
 
@@ -315,7 +315,7 @@ async def events_feed(sidecar: Sidecar, kind: str | None, route: str | None) -> 
 
 async def record_feed(sidecar: Sidecar, request_id: str) -> dict[str, Any] | None:
     """The record of `request_id` without its body; None when there is none."""
-    from sidecar.recorder import decode
+    from sidecar.observability.recorder import decode
 
     data = await sidecar.store.request_get(request_id)
     if data is None:

@@ -1,9 +1,9 @@
 """Per-minute counts of the last hour, for the dashboard's chart (SPEC §12).
 
-The store keeps stats per hour (sidecar/stats.py): too coarse for a chart of
+The store keeps stats per hour (sidecar/observability/stats.py): too coarse for a chart of
 the last hour. Rather than add anything to the request path, the chart reads
 counts the sidecar already keeps: the Prometheus observer's running totals
-(`sidecar.metrics.Metrics`: requests by status class, rescues by reason).
+(`sidecar.observability.metrics.Metrics`: requests by status class, rescues by reason).
 `MinuteRing` samples those totals once a second from a background task (and
 whenever a feed is read) and keeps the last total seen in each minute, in a
 ring of `MINUTES` slots; a minute's counts are its total less the one

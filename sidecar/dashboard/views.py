@@ -27,7 +27,7 @@ from sidecar.dashboard.access import (
 )
 from sidecar.dashboard.minutes import MinuteRing, totals_of
 from sidecar.errors import BadRequest, CrossSiteRead, MirApiError, NotFound
-from sidecar.events import KINDS
+from sidecar.observability.events import KINDS
 
 if TYPE_CHECKING:
     from sidecar.app import Sidecar

@@ -31,8 +31,8 @@ import orjson
 from sidecar.clock import Clock
 from sidecar.errors import UpstreamFailure
 from sidecar.jobs.model import Job
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.store.jobs import JobStore
-from sidecar.upstream import UpstreamClient
 
 SECRET_PREFIX = "whsec_"
 #: Per delivery: connecting and waiting for the receiver's answer.

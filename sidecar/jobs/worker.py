@@ -58,11 +58,11 @@ from sidecar.errors import (
     error_body,
     error_headers,
 )
-from sidecar.events import JOB, Event, EventLog
 from sidecar.exchange import Exchange, Next, new_request_id
-from sidecar.gate import inbound
 from sidecar.headers import IDEMPOTENT_METHODS, upstream_host
 from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobOutcome, JobRequest
+from sidecar.observability.events import JOB, Event, EventLog
+from sidecar.security.gate import inbound
 from sidecar.store.jobs import JobStore
 
 log = logging.getLogger(__name__)

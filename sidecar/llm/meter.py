@@ -50,7 +50,7 @@ from sidecar.llm.budgets import (
 )
 from sidecar.llm.call import LlmCall, Reservation, model_at
 from sidecar.llm.prices import PriceBook
-from sidecar.routes import DEFAULT_LLM_MAX_TOKENS
+from sidecar.routing.routes import DEFAULT_LLM_MAX_TOKENS
 from sidecar.store.budgets import BudgetStore
 
 log = logging.getLogger("mirapi.llm")

@@ -34,12 +34,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from sidecar.clock import Clock
-from sidecar.egress import Egress
 from sidecar.errors import BadHeader, UpstreamUnreachable
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.jobs.model import Job, JobRequest
+from sidecar.outbound.upstream import check_sendable
+from sidecar.security.egress import Egress
 from sidecar.store.jobs import JobStore
-from sidecar.upstream import check_sendable
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ import math
 
 from sidecar.clock import Clock
 from sidecar.errors import CircuitOpen, StoreUnavailable, UpstreamFailure
-from sidecar.events import BREAKER, Event, EventLog
 from sidecar.exchange import CIRCUIT_OPEN_OUTCOME, Exchange, Next, Response
 from sidecar.headers import upstream_host
+from sidecar.observability.events import BREAKER, Event, EventLog
 from sidecar.policy import BreakerPolicy
 from sidecar.store.breaker import Admission, BreakerState, BreakerStore
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sidecar.exchange import Exchange, Response
 from sidecar.headers import with_endpoint_headers, with_secret_headers
-from sidecar.upstream import UpstreamClient
+from sidecar.outbound.upstream import UpstreamClient
 
 
 class Forward:

@@ -42,9 +42,9 @@ from collections.abc import Callable, Mapping
 from sidecar.errors import BadHeader, MirApiError, RouteInvalid, SecretLocked
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.headers import ANTHROPIC_VERSION
-from sidecar.routes import Endpoint
-from sidecar.secrets import Secret, SecretError, check_value, for_host, target_host
-from sidecar.vault import BadToken, Vault, WrongPassphrase, is_token
+from sidecar.routing.routes import Endpoint
+from sidecar.security.secrets import Secret, SecretError, check_value, for_host, target_host
+from sidecar.security.vault import BadToken, Vault, WrongPassphrase, is_token
 
 IDENTITY = "x-identity-key"
 PICK = "x-proxy-secret"

@@ -48,7 +48,7 @@ from sidecar.llm.formats import with_max_tokens, with_stream_usage
 from sidecar.llm.meter import LlmMeter
 from sidecar.llm.sse import SseEvent, StreamWatcher, stream_error_event, summary_comment
 from sidecar.llm.usage import model_from_body, usage_from_body
-from sidecar.routes import DEFAULT_LLM_MAX_TOKENS
+from sidecar.routing.routes import DEFAULT_LLM_MAX_TOKENS
 
 #: Read of an error answer to classify it: provider error bodies are small.
 ERROR_BODY_LIMIT = 64 * 1024

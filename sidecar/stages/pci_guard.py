@@ -3,7 +3,7 @@
 The path (as received, path mode's `/r/NAME` included), the query string,
 the body (any content type) and the URLs the client names (X-Target-URL,
 X-Failover-URL: their path and query go upstream too) are scanned with
-`sidecar.pci.find_card_number`. Found: `400 pci_card_number`, naming where
+`sidecar.security.pci.find_card_number`. Found: `400 pci_card_number`, naming where
 (the path, the query string or the body) and the byte offset, never the
 digits. The stage sits before idempotency, async jobs and the cache, so
 nothing of a blocked request is stored, queued or sent; the error message
@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange, Next, Response
-from sidecar.pci import (
+from sidecar.security.pci import (
     find_card_number,
     mask_card_numbers,
     may_be_encoded,

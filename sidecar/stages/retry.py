@@ -12,7 +12,7 @@ resets, timeouts, 5xx except 501, and 429). Other answers return at once,
 and so does every error the sidecar raises itself: `CircuitOpen` from the
 breaker below stops the loop, since the circuit just opened.
 
-Each retry must also fit the host's retry budget (`sidecar.retry_budget`):
+Each retry must also fit the host's retry budget (`sidecar.outbound.retry_budget`):
 over it, the last outcome is returned as it is, and the attempt log says
 `<outcome>; over retry budget`.
 """
@@ -26,8 +26,8 @@ from sidecar.clock import Clock
 from sidecar.errors import UpstreamFailure
 from sidecar.exchange import OVER_BUDGET, Exchange, Headers, Next, Response
 from sidecar.headers import upstream_host
+from sidecar.outbound.retry_budget import RetryBudget
 from sidecar.policy import RETRY_DELAY_CAP
-from sidecar.retry_budget import RetryBudget
 
 
 def backoff_delay(attempt: int, base: float, draw: float, cap: float = RETRY_DELAY_CAP) -> float:

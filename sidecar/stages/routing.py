@@ -49,7 +49,7 @@ from sidecar.exchange import Exchange, Next, Response, TargetOptions
 from sidecar.headers import endpoint_headers
 from sidecar.llm.call import detect_llm_call
 from sidecar.policy import RequestPolicy, parse_policy, url_problem
-from sidecar.routes import DEFAULT_KEYS, PATH_MODE_PREFIX, Route
+from sidecar.routing.routes import DEFAULT_KEYS, PATH_MODE_PREFIX, Route
 
 #: The headers a route may give defaults for, lower case.
 DEFAULTABLE = frozenset(header.lower() for header in DEFAULT_KEYS.values())

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from sidecar.config import Settings
-from sidecar.events import BREAKER, JOB, RESCUE, UPSTREAM_ERROR, Event
+from sidecar.observability.events import BREAKER, JOB, RESCUE, UPSTREAM_ERROR, Event
 from sidecar.store import store_for
 from sidecar.store.base import Store
 from tests.support.cli import REPO, on_terminal, run_mirapi

@@ -289,7 +289,7 @@ def test_stats_without_llm_calls_today_has_no_llm_part(tmp_path: Path) -> None:
 
 def test_stats_human_view_has_an_llm_table(tmp_path: Path) -> None:
     from mirapi_cli.commands.stats import llm_today, render
-    from sidecar.stats import summarize
+    from sidecar.observability.stats import summarize
     from sidecar.store.budgets import SpendRow
 
     today = utc_day(time.time())

@@ -16,7 +16,7 @@ import pytest
 
 from mirapi_cli.commands.replay import rebuild
 from mirapi_cli.errors import CliError
-from sidecar.recorder import RequestRecord, encode
+from sidecar.observability.recorder import RequestRecord, encode
 from sidecar.store import store_for
 from tests.conftest import make_settings
 from tests.support.cli import run_mirapi

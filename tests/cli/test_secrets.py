@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.config import Settings
-from sidecar.secrets import KIND, decode
+from sidecar.security.secrets import KIND, decode
+from sidecar.security.vault import Vault
 from sidecar.store import store_for
-from sidecar.vault import Vault
 from tests.support.cli import REPO, run_cli
 
 PASSPHRASE = "correct horse battery"

@@ -167,7 +167,7 @@ def write_state(cli: Cli, pid: int, address: str = "http://127.0.0.1:9", **field
 
 
 def start_time_of(pid: int) -> str:
-    from sidecar.state import process_start_time
+    from sidecar.process.state import process_start_time
 
     start = process_start_time(pid)
     assert start is not None

@@ -24,8 +24,8 @@ from rich.console import Console
 from mirapi_cli import output
 from mirapi_cli.commands.events import table_of
 from sidecar.config import Settings
-from sidecar.events import RESCUE, UPSTREAM_ERROR, Event
 from sidecar.jobs.model import FAILED, Job, JobRequest, public_view
+from sidecar.observability.events import RESCUE, UPSTREAM_ERROR, Event
 from sidecar.store import store_for
 from tests.support.cli import REPO, on_terminal, run_cli
 

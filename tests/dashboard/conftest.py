@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar import client_keys
 from sidecar.app import Sidecar
-from sidecar.egress import EgressPolicy
+from sidecar.security import client_keys
+from sidecar.security.egress import EgressPolicy
 from tests.conftest import make_settings
 from tests.e2e.conftest import cli, http  # noqa: F401  (real processes, for the browser tests)
 from tests.support.servers import serving

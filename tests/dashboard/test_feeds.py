@@ -8,11 +8,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sidecar import routes
 from sidecar.dashboard.feeds import chart_points, hour_totals, record_view
 from sidecar.dashboard.minutes import MINUTES, Minute, MinuteRing, Totals, totals_of
-from sidecar.recorder import RequestRecord
-from sidecar.routes import Endpoint, Route
+from sidecar.observability.recorder import RequestRecord
+from sidecar.routing import routes
+from sidecar.routing.routes import Endpoint, Route
 from tests.dashboard.conftest import Dash
 from tests.support.upstream import Upstream, reply
 

@@ -54,7 +54,7 @@ STORED = "pci-e2e-stored"
 
 
 def luhn_complete(partial: str) -> str:
-    """`partial` plus the check digit that makes it pass Luhn (independent of sidecar.pci)."""
+    """`partial` plus the check digit that makes it pass Luhn (not using sidecar.security.pci)."""
     for check in "0123456789":
         digits = [int(d) for d in reversed(partial + check)]
         doubled = [d * 2 - 9 if d > 4 else d * 2 for d in digits[1::2]]

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from sidecar import routes
 from sidecar.app import Sidecar
-from sidecar.egress import EgressPolicy
 from sidecar.llm.prices import parse_price_overrides
+from sidecar.routing import routes
+from sidecar.security.egress import EgressPolicy
 from tests.conftest import make_settings
 from tests.llm.providers import AnthropicProvider, OpenAIProvider, serving
 from tests.support.servers import serving as serving_sidecar

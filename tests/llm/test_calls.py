@@ -282,8 +282,8 @@ async def test_when_every_endpoint_fails_the_sdk_gets_the_last_real_failure(
 
 
 async def test_a_stored_secret_goes_to_anthropic_as_x_api_key(gateway: Gateway) -> None:
-    from sidecar import secrets
-    from sidecar.vault import Vault
+    from sidecar.security import secrets
+    from sidecar.security.vault import Vault
 
     passphrase = "llm suite passphrase"
     token = await Vault().encrypt(passphrase, "sk-ant-real", "claude")

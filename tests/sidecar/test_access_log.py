@@ -9,8 +9,8 @@ import httpx
 import orjson
 
 from sidecar.app import Sidecar
-from sidecar.egress import EgressPolicy
-from sidecar.logging import AccessLog
+from sidecar.observability.logging import AccessLog
+from sidecar.security.egress import EgressPolicy
 from tests.conftest import make_settings
 from tests.support.servers import serving
 from tests.support.upstream import Upstream, reply

@@ -8,8 +8,8 @@ import hmac
 import orjson
 import pytest
 
-from sidecar import client_keys
-from sidecar.client_keys import (
+from sidecar.security import client_keys
+from sidecar.security.client_keys import (
     ClientKey,
     KeyNameError,
     authenticate,

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar import routes
 from sidecar.app import Sidecar
-from sidecar.egress import EgressPolicy
-from sidecar.routes import Endpoint, Route
+from sidecar.routing import routes
+from sidecar.routing.routes import Endpoint, Route
+from sidecar.security.egress import EgressPolicy
 from tests.conftest import make_settings
 from tests.support.servers import serving
 from tests.support.upstream import Upstream, echo

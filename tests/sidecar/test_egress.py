@@ -18,8 +18,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from sidecar import egress
-from sidecar.egress import (
+from sidecar.errors import EgressDenied, UpstreamUnreachable
+from sidecar.outbound.transport import AiohttpStreamingTransport
+from sidecar.security import egress
+from sidecar.security.egress import (
     IPV4_RANGES,
     IPV6_RANGES,
     EgressPolicy,
@@ -29,8 +31,6 @@ from sidecar.egress import (
     check_address,
     parse_ip_literal,
 )
-from sidecar.errors import EgressDenied, UpstreamUnreachable
-from sidecar.transport import AiohttpStreamingTransport
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sidecar.app import Sidecar
-from sidecar.egress import EgressPolicy
+from sidecar.security.egress import EgressPolicy
 from tests.conftest import make_settings
 from tests.support.servers import serving
 from tests.support.upstream import Upstream

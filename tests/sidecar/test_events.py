@@ -15,7 +15,10 @@ import orjson
 import pytest
 
 from sidecar.errors import CircuitOpen, StoreUnavailable, UpstreamFailure
-from sidecar.events import (
+from sidecar.exchange import Exchange, Response
+from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobRequest
+from sidecar.jobs.worker import JobWorkers
+from sidecar.observability.events import (
     BREAKER,
     EGRESS_DENIED,
     JOB,
@@ -28,10 +31,7 @@ from sidecar.events import (
     iso_time,
     public_view,
 )
-from sidecar.exchange import Exchange, Response
-from sidecar.jobs.model import CANCELLED, FAILED, SUCCEEDED, Job, JobRequest
-from sidecar.jobs.worker import JobWorkers
-from sidecar.observe import Outcome
+from sidecar.observability.observe import Outcome
 from sidecar.policy import parse_policy
 from sidecar.stages.circuit_breaker import CircuitBreaker
 from sidecar.store.memory import MemoryStore

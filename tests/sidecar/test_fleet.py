@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sidecar import routes
 from sidecar.errors import NotFound
 from sidecar.exchange import Exchange, Response
-from sidecar.fleet import FleetService
+from sidecar.observability.fleet import FleetService
 from sidecar.policy import parse_policy
 from sidecar.record_table import RECHECK_EVERY
-from sidecar.route_table import RouteTable
-from sidecar.routes import Endpoint, Route
+from sidecar.routing import routes
+from sidecar.routing.route_table import RouteTable
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.stages.routing import Routing
 from sidecar.store.fleet import Heartbeat
 from sidecar.store.memory import MemoryStore

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.app import Sidecar
-from sidecar.egress import EgressPolicy
+from sidecar.security.egress import EgressPolicy
 from tests.conftest import make_settings
 from tests.support.fuzz import Case, Harness, TracebackLog, cases
 from tests.support.servers import serving

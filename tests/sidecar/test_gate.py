@@ -1,4 +1,4 @@
-"""The sidecar's door (sidecar/gate.py): the request line, header bytes, Host, framing and
+"""The sidecar's door (sidecar/security/gate.py): the request line, header bytes, Host, framing and
 client keys, unit by unit."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sidecar import client_keys
 from sidecar.errors import BadHeader, BadRequest, BadRequestFraming, HostNotAllowed, Unauthorized
-from sidecar.gate import (
+from sidecar.security import client_keys
+from sidecar.security.gate import (
     Gate,
     host_allowed,
     host_name,

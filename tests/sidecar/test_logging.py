@@ -1,4 +1,4 @@
-"""sidecar/logging.py: JSON lines, merged access lines, and the redaction guard."""
+"""sidecar/observability/logging.py: JSON lines, merged access lines, and the redaction guard."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.logging import MASK, redact, setup_logging
+from sidecar.observability.logging import MASK, redact, setup_logging
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar import bounded, config, gate, memory, policy, transport, upstream
+from sidecar import bounded, config, policy
+from sidecar.outbound import transport, upstream
+from sidecar.process import memory
+from sidecar.security import gate
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +106,7 @@ def test_the_sidecar_entry_loads_no_cli_redis_or_crypto() -> None:
     """The served process imports the app and server, and nothing it does not use."""
     code = (
         "import sys\n"
-        "import sidecar.app, sidecar.server, sidecar.__main__\n"
+        "import sidecar.app, sidecar.process.server, sidecar.__main__\n"
         "heavy = ('rich', 'typer', 'pydantic', 'redis', 'cryptography', 'pygments',\n"
         "         'tracemalloc')\n"
         "print(' '.join(m for m in heavy if m in sys.modules) or 'none')\n"

@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar import metrics as metrics_module
 from sidecar.app import Sidecar
 from sidecar.config import Settings
 from sidecar.control import make_control_app
-from sidecar.events import Event
 from sidecar.exchange import Exchange
-from sidecar.metrics import CONTENT_TYPE, Metrics
-from sidecar.observe import Outcome
+from sidecar.observability import metrics as metrics_module
+from sidecar.observability.events import Event
+from sidecar.observability.metrics import CONTENT_TYPE, Metrics
+from sidecar.observability.observe import Outcome
 from sidecar.policy import parse_policy
 from sidecar.stages.retry import OVER_BUDGET
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from sidecar.observe import BatchWriter
+from sidecar.observability.observe import BatchWriter
 
 
 class Sink:

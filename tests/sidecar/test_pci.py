@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.pci import (
+from sidecar.security.pci import (
     BRANDS,
     LABEL_BYTES,
     find_card,

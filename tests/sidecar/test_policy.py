@@ -201,7 +201,7 @@ def test_joining_refuses_a_path_that_would_become_part_of_the_host(path: str) ->
 async def test_a_stored_endpoint_with_a_malformed_host_is_never_called() -> None:
     from sidecar.errors import RouteInvalid
     from sidecar.exchange import Exchange, Response
-    from sidecar.routes import Endpoint, Route
+    from sidecar.routing.routes import Endpoint, Route
     from sidecar.stages.routing import Routing
 
     # Stored before `routes add` checked hosts: refused without a lookup.

@@ -403,7 +403,7 @@ async def test_a_bug_is_a_json_500_not_a_bare_one(tmp_path: object, upstream: Up
     from pathlib import Path
 
     from sidecar.app import Sidecar
-    from sidecar.egress import EgressPolicy
+    from sidecar.security.egress import EgressPolicy
     from tests.conftest import make_settings
     from tests.support.servers import serving
 

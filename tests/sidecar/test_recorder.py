@@ -11,9 +11,8 @@ import pytest
 
 from sidecar.errors import BadHeader
 from sidecar.exchange import Exchange
-from sidecar.observe import Outcome
-from sidecar.policy import parse_policy
-from sidecar.recorder import (
+from sidecar.observability.observe import Outcome
+from sidecar.observability.recorder import (
     RECORD_BODY_MAX,
     Recorder,
     RequestRecord,
@@ -23,7 +22,8 @@ from sidecar.recorder import (
     is_credential_header,
     is_credential_param,
 )
-from sidecar.routes import Endpoint, Route
+from sidecar.policy import parse_policy
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.store.memory import MemoryStore
 from tests.support.clock import FakeClock
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.headers import upstream_host
-from sidecar.retry_budget import RetryBudget
+from sidecar.outbound.retry_budget import RetryBudget
 
 
 def test_minimum_applies_when_few_requests_are_in_flight() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import routes
 from sidecar.errors import StoreUnavailable
-from sidecar.route_table import RouteTable
-from sidecar.routes import Endpoint, Route
+from sidecar.routing import routes
+from sidecar.routing.route_table import RouteTable
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.store.base import Store
 from sidecar.store.embedded import EmbeddedStore
 from sidecar.store.memory import MemoryStore

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar import routes
 from sidecar.durations import parse_duration
-from sidecar.routes import (
+from sidecar.routing import routes
+from sidecar.routing.routes import (
     Endpoint,
     Route,
     RouteDefaults,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from sidecar.secrets import (
+from sidecar.security.secrets import (
     Secret,
     SecretError,
     check_value,

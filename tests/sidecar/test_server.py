@@ -1,4 +1,4 @@
-"""sidecar/server.py: binding, the state file, signals and graceful shutdown.
+"""sidecar/process/server.py: binding, the state file, signals and graceful shutdown.
 
 `server.run` owns the process (signal handlers, the event loop), so each test
 runs it in a child process, serving a small ASGI app whose `?delay=` makes a
@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sidecar import server
 from sidecar.config import load
+from sidecar.process import server
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 15.0  # every wait in these tests is bounded by this
@@ -34,9 +34,9 @@ SERVE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os, sys
     from pathlib import Path
-    from sidecar import server
+    from sidecar.process import server
     from sidecar.config import load
-    from sidecar.logging import setup_logging
+    from sidecar.observability.logging import setup_logging
 
     marker = Path(os.environ["MARKER"])
 

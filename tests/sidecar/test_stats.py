@@ -12,9 +12,8 @@ import pytest
 
 from sidecar.errors import StoreUnavailable
 from sidecar.exchange import Exchange
-from sidecar.observe import Outcome
-from sidecar.policy import parse_policy
-from sidecar.stats import (
+from sidecar.observability.observe import Outcome
+from sidecar.observability.stats import (
     MAX_AMOUNT,
     StatsCounter,
     counts_of,
@@ -22,6 +21,7 @@ from sidecar.stats import (
     rescued_capital,
     summarize,
 )
+from sidecar.policy import parse_policy
 from sidecar.store.memory import MemoryStore
 from tests.support.clock import FakeClock
 
@@ -353,7 +353,7 @@ async def test_observe_never_raises(
     def broken(_: Outcome) -> dict[str, int]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("sidecar.stats.counts_of", broken)
+    monkeypatch.setattr("sidecar.observability.stats.counts_of", broken)
     with caplog.at_level(logging.ERROR, "mirapi.stats"):
         stats.observe(outcome(200))
     assert "could not be counted" in caplog.text

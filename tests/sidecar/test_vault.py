@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import VaultBusy
-from sidecar.vault import (
+from sidecar.security.vault import (
     DEFAULT_COST,
     PREFIX,
     BadToken,

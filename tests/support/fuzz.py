@@ -34,14 +34,14 @@ from typing import Any
 import httpx
 from hypothesis import strategies as st
 
-from sidecar import routes
 from sidecar.app import Sidecar
 from sidecar.clock import SYSTEM_CLOCK
 from sidecar.config import Settings
 from sidecar.errors import UpstreamUnreachable
-from sidecar.routes import Endpoint, Route
+from sidecar.outbound.upstream import UpstreamClient
+from sidecar.routing import routes
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.store.memory import MemoryStore
-from sidecar.upstream import UpstreamClient
 
 #: Where every URL the strategies name points: the in-process upstream.
 UPSTREAM_HOST = "127.0.0.1"

@@ -20,16 +20,16 @@ from typing import Any
 import orjson
 import pytest
 
-from sidecar.egress import EgressPolicy
 from sidecar.exchange import Exchange
 from sidecar.jobs.model import CANCELLED, FAILED, QUEUED, SUCCEEDED, Job, JobRequest
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.pipeline import Parts, build_chain, build_job_chain
 from sidecar.policy import parse_policy
+from sidecar.security.egress import EgressPolicy
 from sidecar.stages.async_jobs import AsyncJobs
 from sidecar.store.memory import MemoryStore
-from sidecar.upstream import UpstreamClient
 from tests.support.clock import FakeClock
 from tests.support.upstream import Seen, Upstream, reply, start_upstream
 

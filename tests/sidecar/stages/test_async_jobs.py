@@ -12,16 +12,16 @@ import httpx
 import orjson
 import pytest
 
-from sidecar.egress import EgressPolicy
 from sidecar.errors import BadHeader, EgressDenied, StoreUnavailable
 from sidecar.exchange import Exchange, Next, Response
 from sidecar.jobs.model import QUEUED, Job
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.pipeline import Parts, build_chain
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route
+from sidecar.routing.routes import Endpoint, Route
+from sidecar.security.egress import EgressPolicy
 from sidecar.stages.async_jobs import AsyncJobs, NoAsyncJobs
 from sidecar.store.memory import MemoryStore
-from sidecar.upstream import UpstreamClient
 from tests.support.clock import FakeClock
 from tests.support.upstream import Upstream
 

@@ -7,7 +7,7 @@ import pytest
 from sidecar.errors import CircuitOpen, GatewayTimeout, UpstreamFailure, UpstreamUnreachable
 from sidecar.exchange import Exchange, Response, TargetOptions
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.stages.cascade import Cascade
 
 PRIMARY, BACKUP = "https://primary.test/x", "https://backup.test/x"

@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sidecar.egress import EgressPolicy
 from sidecar.errors import BadHeader, MirApiError, RouteInvalid, SecretLocked
 from sidecar.exchange import Exchange, Response, TargetOptions
+from sidecar.outbound.upstream import UpstreamClient
 from sidecar.pipeline import build
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route
-from sidecar.secrets import Secret, parse_secret
+from sidecar.routing.routes import Endpoint, Route
+from sidecar.security.egress import EgressPolicy
+from sidecar.security.secrets import Secret, parse_secret
+from sidecar.security.vault import KdfCost, Vault
 from sidecar.stages.cascade import Cascade
 from sidecar.stages.forward import Forward
 from sidecar.stages.inject_secrets import InjectSecrets
@@ -26,8 +28,6 @@ from sidecar.stages.race import Race
 from sidecar.stages.retry import Retry
 from sidecar.stages.routing import Routing
 from sidecar.stages.strip_headers import StripHeaders
-from sidecar.upstream import UpstreamClient
-from sidecar.vault import KdfCost, Vault
 from tests.support.clock import FakeClock
 from tests.support.upstream import Upstream, reply
 

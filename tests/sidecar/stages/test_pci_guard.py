@@ -12,7 +12,7 @@ from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange, Response
 from sidecar.pipeline import Parts, build, standard_stages
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.stages.pci_guard import PciGuard
 from sidecar.stages.routing import Routing
 from sidecar.store.embedded import EmbeddedStore

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.egress import EgressPolicy
 from sidecar.errors import PciCardNumber
 from sidecar.exchange import Exchange
-from sidecar.gate import request_id_of
 from sidecar.pipeline import Parts, build, standard_stages
 from sidecar.policy import parse_policy
+from sidecar.security.egress import EgressPolicy
+from sidecar.security.gate import request_id_of
 from sidecar.stages.async_jobs import AsyncJobs
 from sidecar.store.memory import MemoryStore
 from tests.sidecar.stages.test_pci_guard import CARD, ROUTES, Upstreams, guard
@@ -146,7 +146,7 @@ async def test_a_refused_job_is_not_stored_and_its_clean_twin_is() -> None:
     ],
 )
 def test_a_card_number_in_the_clients_request_id_is_masked(given: str, kept: str) -> None:
-    # The id is kept in records and events and echoed back (sidecar/gate.py).
+    # The id is kept in records and events and echoed back (sidecar/security/gate.py).
     assert request_id_of({"x-request-id": given}) == kept
 
 

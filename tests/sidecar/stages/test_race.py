@@ -17,7 +17,7 @@ from sidecar.errors import CircuitOpen, GatewayTimeout, UpstreamFailure, Upstrea
 from sidecar.exchange import Exchange, Next, Response, TargetOptions
 from sidecar.pipeline import build
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route
+from sidecar.routing.routes import Endpoint, Route
 from sidecar.stages.cascade import Cascade
 from sidecar.stages.race import CANCELLED_OUTCOME, Race
 from sidecar.stages.retry import Retry

@@ -7,7 +7,7 @@ import pytest
 from sidecar.errors import RateLimited, StoreUnavailable
 from sidecar.exchange import Exchange, Response
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route, RouteError, parse_route
+from sidecar.routing.routes import Endpoint, Route, RouteError, parse_route
 from sidecar.stages.rate_limit import RateLimit, client_of
 from sidecar.store.base import RateDecision
 from sidecar.store.memory import MemoryStore

@@ -9,8 +9,8 @@ import pytest
 
 from sidecar.errors import CircuitOpen, UpstreamFailure
 from sidecar.exchange import Exchange, Response
+from sidecar.outbound.retry_budget import RetryBudget
 from sidecar.policy import RETRY_DELAY_CAP, parse_policy
-from sidecar.retry_budget import RetryBudget
 from sidecar.stages.retry import OVER_BUDGET, Retry, backoff_delay, upstream_wait
 from tests.support.clock import FakeClock
 

@@ -7,7 +7,7 @@ import pytest
 from sidecar.errors import BadHeader, NoTarget, NotFound, RouteInvalid
 from sidecar.exchange import Exchange, Response
 from sidecar.policy import parse_policy
-from sidecar.routes import Endpoint, Route, RouteDefaults
+from sidecar.routing.routes import Endpoint, Route, RouteDefaults
 from sidecar.stages.forward import Forward
 from sidecar.stages.routing import Routing
 from sidecar.stages.strip_headers import StripHeaders

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar import routes
-from sidecar.routes import Endpoint, Route, RouteDefaults
+from sidecar.routing import routes
+from sidecar.routing.routes import Endpoint, Route, RouteDefaults
 from sidecar.store.base import Store
 from tests.sidecar.store.conftest import SHARED_BACKENDS
 

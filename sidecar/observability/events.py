@@ -52,7 +52,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from sidecar.observe import BatchWriter, Outcome
+from sidecar.observability.observe import BatchWriter, Outcome
 
 log = logging.getLogger("mirapi.events")
 

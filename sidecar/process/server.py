@@ -31,10 +31,11 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.utils import LifespanFailureError
 
-from sidecar import __version__, bounded, memory
+from sidecar import __version__, bounded
 from sidecar.app import create_app
 from sidecar.config import Settings
-from sidecar.state import (
+from sidecar.process import memory
+from sidecar.process.state import (
     DataDirBusy,
     SidecarState,
     claim_data_dir,
@@ -59,7 +60,7 @@ def run(settings: Settings, app: ASGIApp | None = None, *, master_key: str | Non
     `master_key` is the secrets' passphrase of `mirapi sidecar start --unlock`:
     handed to the app in memory, never logged or written.
     """
-    memory.tune_malloc()  # before any thread: see sidecar/memory.py
+    memory.tune_malloc()  # before any thread: see sidecar/process/memory.py
     memory.install_from_env()
     bounded.configure(settings.lookup_cache_max_bytes)
     try:

@@ -46,12 +46,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from sidecar import bounded, client_keys
-from sidecar.client_keys import ClientKey
+from sidecar import bounded
 from sidecar.errors import BadHeader, BadRequest, BadRequestFraming, HostNotAllowed, Unauthorized
 from sidecar.exchange import Exchange, Headers, new_request_id
-from sidecar.pci import mask_text
 from sidecar.policy import is_token, parse_policy
+from sidecar.security import client_keys
+from sidecar.security.client_keys import ClientKey
+from sidecar.security.pci import mask_text
 
 LOCAL_CLIENT = "local"
 KEY_HEADER = client_keys.HEADER.lower()

@@ -42,7 +42,7 @@ import orjson
 from sidecar.clock import Clock
 from sidecar.exchange import Exchange
 from sidecar.headers import upstream_host
-from sidecar.observe import Outcome
+from sidecar.observability.observe import Outcome
 from sidecar.store.logs import LogWriter
 
 log = logging.getLogger("mirapi.stats")
@@ -68,7 +68,7 @@ CAPITAL_BODY_LIMIT = 256 * 1024
 MAX_AMOUNT = 10**15 - 1
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 _DIGITS = re.compile(r"[0-9]{1,15}")
-#: An attempt that got no answer at all (Envoy's words, sidecar/upstream.py).
+#: An attempt that got no answer at all (Envoy's words, sidecar/outbound/upstream.py).
 _NO_ANSWER = frozenset({"timeout", "connect-failure", "reset"})
 
 #: How often the counts go to the store, seconds (real time).

@@ -34,7 +34,7 @@ What a record never holds:
   were off. A card number anywhere else the record keeps (a header, the
   path or target URL, the route name, the request id) is masked: all its
   digits but the last four become `*`, as sent and URL-decoded
-  (`sidecar.pci.mask_card_numbers`; a header is scanned as `name: value`,
+  (`sidecar.security.pci.mask_card_numbers`; a header is scanned as `name: value`,
   so its name is the label of a 17-19 digit number). The guard refuses a
   card in the path, so a masked path comes from a request refused before
   the guard ran (a rate limit, an unknown route) or a route with the guard
@@ -71,7 +71,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
-from sidecar.observe import BatchWriter, Outcome
+from sidecar.observability.observe import BatchWriter, Outcome
 
 if TYPE_CHECKING:
     from sidecar.exchange import Exchange
@@ -268,12 +268,12 @@ def _without_userinfo(url: str) -> tuple[str, bool]:
 
 @functools.cache
 def _pci() -> ModuleType:
-    """`sidecar.pci`, imported at first use: `mirapi replay` reads records
+    """`sidecar.security.pci`, imported at first use: `mirapi replay` reads records
     (`decode`) without building the scanner's tables, and a function-level
     import costs a request more than this cached call."""
-    import sidecar.pci
+    import sidecar.security.pci
 
-    return sidecar.pci
+    return sidecar.security.pci
 
 
 def mask_header(name: str, value: str) -> tuple[str, str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sidecar import routes
 from sidecar.record_table import RecordTable
-from sidecar.routes import Route
+from sidecar.routing import routes
+from sidecar.routing.routes import Route
 from sidecar.store.records import NamedRecordStore
 
 

@@ -51,8 +51,8 @@ from prometheus_client.metrics_core import (
 )
 
 from sidecar.exchange import OVER_BUDGET
-from sidecar.observe import Outcome
-from sidecar.stats import PCI_ERROR, capital_of
+from sidecar.observability.observe import Outcome
+from sidecar.observability.stats import PCI_ERROR, capital_of
 
 log = logging.getLogger("mirapi.metrics")
 

@@ -33,9 +33,9 @@ from typing import Any
 from sidecar import __version__
 from sidecar.clock import SYSTEM_CLOCK, Clock
 from sidecar.errors import StoreUnavailable
-from sidecar.observe import Outcome
+from sidecar.observability.observe import Outcome
+from sidecar.process.state import read_state
 from sidecar.record_table import RecordTable
-from sidecar.state import read_state
 from sidecar.store.fleet import KEEP, FleetStore, Heartbeat
 
 log = logging.getLogger("mirapi.fleet")

@@ -4,7 +4,7 @@
            format="Bearer {}", token="mirapi:v1:...")
 
 The store keeps them as JSON (kind "secrets", record name = the secret's
-name) with the value only ever as a `mirapi:v1:` token (sidecar.vault),
+name) with the value only ever as a `mirapi:v1:` token (sidecar.security.vault),
 whose associated data is the name. Everything else (name, host, header,
 format) is not secret: `mirapi secrets list` shows it.
 
@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from sidecar.headers import is_forwarded
-from sidecar.routes import NAME_PATTERN
-from sidecar.vault import PREFIX
+from sidecar.routing.routes import NAME_PATTERN
+from sidecar.security.vault import PREFIX
 
 #: The store's record kind for secrets (record name = secret name).
 KIND = "secrets"

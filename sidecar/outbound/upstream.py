@@ -21,11 +21,11 @@ import aiohttp
 import httpx
 
 from sidecar import bounded
-from sidecar.egress import Egress, VettedResolver
 from sidecar.errors import BadRequest, UpstreamFailure
 from sidecar.exchange import Headers, Response
 from sidecar.headers import HOP_BY_HOP
-from sidecar.transport import AiohttpStreamingTransport
+from sidecar.outbound.transport import AiohttpStreamingTransport
+from sidecar.security.egress import Egress, VettedResolver
 
 #: aiohttp adds these on its own; a proxy forwards only what the client sent.
 _AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")

@@ -7,7 +7,7 @@
 The sidecar writes it (atomically) once it accepts connections and removes
 it when it exits; the CLI reads it to find the sidecar (`status`, `stop`,
 `curl --via`, `replay`). This module is the one owner of the format, shared
-by the writer in `sidecar/server.py` and the reader in `mirapi_cli/daemon.py`.
+by the writer in `sidecar/process/server.py` and the reader in `mirapi_cli/daemon.py`.
 
 A pid alone proves nothing: once the sidecar is gone the kernel hands its
 pid to some other program. So the sidecar also records who it is: `token`,

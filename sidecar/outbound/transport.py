@@ -58,7 +58,7 @@ class _AiohttpBody(httpx.AsyncByteStream):
 class AiohttpStreamingTransport(httpx.AsyncBaseTransport):
     """httpx.Request in, streaming httpx.Response out, over `session`.
 
-    Exceptions are aiohttp's own (or OSError); `sidecar.upstream` maps them.
+    Exceptions are aiohttp's own (or OSError); `sidecar.outbound.upstream` maps them.
     """
 
     def __init__(self, session: aiohttp.ClientSession) -> None:

@@ -1,0 +1,1 @@
+"""What the sidecar saw: events, request records, stats, metrics, its log, the fleet."""

@@ -1,0 +1,1 @@
+"""Sending attempts upstream: the client, its transport, and the retry budget that limits them."""

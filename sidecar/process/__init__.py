@@ -1,0 +1,1 @@
+"""The running sidecar process: Hypercorn serving, its state file, its memory."""

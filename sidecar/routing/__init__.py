@@ -1,0 +1,1 @@
+"""Stored routes (SPEC §4) and the sidecar's table of them."""
