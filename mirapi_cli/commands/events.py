@@ -37,7 +37,7 @@ from mirapi_cli.store_access import with_store
 if TYPE_CHECKING:
     from mirapi_cli.output import FittedTable
     from sidecar.observability.events import Event
-    from sidecar.store.base import Store
+    from sidecar.store.logs import LogReader
 
 #: Seconds between two reads while following.
 POLL = 0.3
@@ -105,7 +105,7 @@ def tail(
     want = wanted(kind, route)
     if not follow:
 
-        async def read(store: Store) -> list[Event]:
+        async def read(store: LogReader) -> list[Event]:
             return (await recent(store, lines, want))[0]
 
         events = with_store(data_dir, config, redis, read)
@@ -160,7 +160,7 @@ def decode_rows(rows: Iterable[tuple[str, bytes]]) -> list[Event]:
     return events
 
 
-async def recent(store: Store, count: int, want: Wanted) -> tuple[list[Event], str | None]:
+async def recent(store: LogReader, count: int, want: Wanted) -> tuple[list[Event], str | None]:
     """The last `count` events `want` accepts, and the cursor of the newest stored.
 
     Filtering reads the whole bounded log (EVENTS_MAX) once: the store
@@ -177,7 +177,7 @@ async def recent(store: Store, count: int, want: Wanted) -> tuple[list[Event], s
 
 
 async def follow_events(
-    store: Store,
+    store: LogReader,
     cursor: str | None,
     want: Wanted,
     show: Show,
@@ -197,10 +197,10 @@ async def follow_events(
             await asyncio.sleep(poll)
 
 
-def _follower(count: int, want: Wanted, show: Show) -> Callable[[Store], Awaitable[None]]:
+def _follower(count: int, want: Wanted, show: Show) -> Callable[[LogReader], Awaitable[None]]:
     """The whole of `tail -f` on an open store: the recent events, then the new ones."""
 
-    async def run(store: Store) -> None:
+    async def run(store: LogReader) -> None:
         events, cursor = await recent(store, count, want)
         if events:
             show(events)

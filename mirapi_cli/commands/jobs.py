@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.jobs.model import Job
-    from sidecar.store.base import Store
+    from sidecar.store.jobs import JobStore
 
 RedisOption = Annotated[
     str | None,
@@ -63,7 +63,7 @@ def list_jobs(
     if status is not None and status not in STATUSES:
         raise CliError(f"--status: {status!r} is not one of {', '.join(STATUSES)}")
 
-    async def load(store: Store) -> list[Job]:
+    async def load(store: JobStore) -> list[Job]:
         return await store.job_list(status, limit)
 
     jobs = with_store(data_dir, config, redis, load)
@@ -136,7 +136,7 @@ def retry(
     """Run a failed or cancelled job again now; deliver a given-up callback again."""
     from mirapi_cli import output
 
-    async def reset(store: Store) -> str:
+    async def reset(store: JobStore) -> str:
         job = await _job(store, job_id)
         again, message = retried(job, time.time())
         await store.job_save(again, None)
@@ -155,7 +155,7 @@ def cancel(
     """Cancel a queued job: it is never run (again)."""
     from mirapi_cli import output
 
-    async def stop(store: Store) -> str:
+    async def stop(store: JobStore) -> str:
         job = await _job(store, job_id)
         await store.job_save(cancelled(job, time.time()), None)
         if job.owner is not None:
@@ -225,13 +225,13 @@ def cancelled(job: Job, now: float) -> Job:
 
 
 def _get(job_id: str, data_dir: Path | None, config: Path | None, redis: str | None) -> Job:
-    async def get(store: Store) -> Job:
+    async def get(store: JobStore) -> Job:
         return await _job(store, job_id)
 
     return with_store(data_dir, config, redis, get)
 
 
-async def _job(store: Store, job_id: str) -> Job:
+async def _job(store: JobStore, job_id: str) -> Job:
     job = await store.job_get(job_id)
     if job is None:
         raise CliError(f"no job {job_id!r}")

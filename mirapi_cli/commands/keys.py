@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.security.client_keys import ClientKey
-    from sidecar.store.base import Store
+    from sidecar.store.records import NamedRecordStore
 
 RedisOption = Annotated[
     str | None,
@@ -68,7 +68,7 @@ def create(
     except client_keys.KeyNameError as error:
         raise CliError(f"--name: {error}") from None
 
-    async def put(store: Store) -> tuple[ClientKey, str] | None:
+    async def put(store: NamedRecordStore) -> tuple[ClientKey, str] | None:
         for _ in range(_ID_ATTEMPTS):
             record, text = client_keys.new_key(name, time.time())
             if await store.record_put(
@@ -152,7 +152,7 @@ def revoke(
             " (an id is 12 lowercase hex characters, as mirapi keys list shows)"
         )
 
-    async def delete(store: Store) -> tuple[bool, int]:
+    async def delete(store: NamedRecordStore) -> tuple[bool, int]:
         deleted = await store.record_delete(client_keys.KIND, key_id)
         _, left = await store.records_load(client_keys.KIND)
         return deleted, len(left)
@@ -180,7 +180,7 @@ def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list
     from mirapi_cli import output
     from sidecar.security import client_keys
 
-    async def load(store: Store) -> dict[str, bytes]:
+    async def load(store: NamedRecordStore) -> dict[str, bytes]:
         return (await store.records_load(client_keys.KIND))[1]
 
     found: list[ClientKey] = []

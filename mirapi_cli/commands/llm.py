@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.store.base import Store
-    from sidecar.store.budgets import Budget, SpendRow
+    from sidecar.store.budgets import Budget, BudgetStore, SpendRow
 
 RedisOption = Annotated[
     str | None,
@@ -103,7 +103,7 @@ def list_budgets(
     """List the budgets: scope and USD a day."""
     from mirapi_cli import output
 
-    async def load(store: Store) -> list[Budget]:
+    async def load(store: BudgetStore) -> list[Budget]:
         return await store.list_budgets()
 
     budgets = with_store(data_dir, config, redis, load)
@@ -179,7 +179,7 @@ def spend(
             raise CliError(f"--day: {error}") from None
     today = utc_day(time.time())
 
-    async def load(store: Store) -> tuple[list[SpendRow], list[Budget]]:
+    async def load(store: BudgetStore) -> tuple[list[SpendRow], list[Budget]]:
         return await store.spend(checked, day), await store.list_budgets()
 
     found, budgets = with_store(data_dir, config, redis, load)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.observability.recorder import RequestRecord
-    from sidecar.store.base import Store
+    from sidecar.store.logs import LogReader
 
 
 def replay(
@@ -130,7 +130,7 @@ def load(
     from sidecar.observability.recorder import decode
     from sidecar.store.base import REQUESTS_MAX
 
-    async def get(store: Store) -> bytes | None:
+    async def get(store: LogReader) -> bytes | None:
         return await store.request_get(request_id)
 
     data = with_store(data_dir, config, redis, get)

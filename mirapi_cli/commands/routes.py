@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.routing.routes import Endpoint, Route, RouteError
-    from sidecar.store.base import Store
+    from sidecar.store.records import NamedRecordStore
 
 T = TypeVar("T")
 
@@ -174,7 +174,7 @@ def add(
     except routes.RouteError as error:
         raise CliError(_in_flag_words(error)) from None
 
-    async def put(store: Store) -> bool:
+    async def put(store: NamedRecordStore) -> bool:
         return await store.record_put("routes", route.name, routes.encode(route), replace)
 
     saved, in_force = change(data_dir, config, redis, ["routes"], put)
@@ -245,7 +245,7 @@ def rm(
     """Remove a route; every sidecar answers 404 for it when this returns."""
     from mirapi_cli import output, propagation
 
-    async def delete(store: Store) -> bool:
+    async def delete(store: NamedRecordStore) -> bool:
         return await store.record_delete("routes", name)
 
     removed, in_force = change(data_dir, config, redis, ["routes"], delete)
@@ -322,7 +322,7 @@ def _load(data_dir: Path | None, config: Path | None, redis: str | None) -> list
     from mirapi_cli import output
     from sidecar.routing import routes
 
-    async def load(store: Store) -> dict[str, bytes]:
+    async def load(store: NamedRecordStore) -> dict[str, bytes]:
         return (await store.records_load("routes"))[1]
 
     found: list[Route] = []
@@ -343,7 +343,9 @@ def _find(stored: Sequence[Route], names: Sequence[str]) -> list[Route]:
     return [by_name[name] for name in names]
 
 
-async def _put_all(store: Store, incoming: Sequence[Route], replace: bool) -> list[Route]:
+async def _put_all(
+    store: NamedRecordStore, incoming: Sequence[Route], replace: bool
+) -> list[Route]:
     """Write every route, or none: existing names refuse the lot unless `replace`."""
     from sidecar.routing import routes
 
@@ -363,7 +365,9 @@ async def _put_all(store: Store, incoming: Sequence[Route], replace: bool) -> li
     return written
 
 
-async def _undo(store: Store, written: Sequence[Route], before: dict[str, bytes]) -> None:
+async def _undo(
+    store: NamedRecordStore, written: Sequence[Route], before: dict[str, bytes]
+) -> None:
     for route in written:
         if route.name in before:
             await store.record_put("routes", route.name, before[route.name], True)

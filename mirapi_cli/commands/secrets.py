@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from sidecar.security.secrets import Secret
     from sidecar.security.vault import Vault
-    from sidecar.store.base import Store
+    from sidecar.store.records import NamedRecordStore
 
 RedisOption = Annotated[
     str | None,
@@ -90,7 +90,7 @@ def add(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Store a secret; its value is read from stdin (a hidden prompt on a terminal)."""
+    """NamedRecordStore a secret; its value is read from stdin (a hidden prompt on a terminal)."""
     from mirapi_cli import output, propagation
     from mirapi_cli.passphrase import check_new_passphrase, read_passphrase, read_value
     from sidecar.security import secrets
@@ -117,7 +117,7 @@ def add(
     token = vault.encrypt_now(passphrase, plain, name)
     made = secrets.parse_secret(name, host, token, header, format)
 
-    async def put(store: Store) -> bool:
+    async def put(store: NamedRecordStore) -> bool:
         return await store.record_put(secrets.KIND, name, secrets.encode(made), replace)
 
     saved, in_force = change(data_dir, config, redis, [secrets.KIND], put)
@@ -174,7 +174,7 @@ def rm(
     from mirapi_cli import output, propagation
     from sidecar.security import secrets
 
-    async def delete(store: Store) -> bool:
+    async def delete(store: NamedRecordStore) -> bool:
         return await store.record_delete(secrets.KIND, name)
 
     removed, in_force = change(data_dir, config, redis, [secrets.KIND], delete)
@@ -254,7 +254,7 @@ def rotate_passphrase(
             ) from None
         rotated[name] = dataclasses.replace(secret, token=vault.encrypt_now(new, plain, name))
 
-    async def write(store: Store) -> list[str]:
+    async def write(store: NamedRecordStore) -> list[str]:
         await _put_all(store, rotated, stored)
         _, now = await store.records_load(secrets.KIND)
         return sorted(set(now) - set(rotated))
@@ -287,7 +287,7 @@ def load_secrets(
     from mirapi_cli import output
     from sidecar.security import secrets
 
-    async def load(store: Store) -> dict[str, bytes]:
+    async def load(store: NamedRecordStore) -> dict[str, bytes]:
         return (await store.records_load(secrets.KIND))[1]
 
     found: dict[str, Secret] = {}
@@ -346,7 +346,7 @@ def _checked(value: str) -> str:
 
 
 async def _put_all(
-    store: Store, rotated: Mapping[str, Secret], before: Mapping[str, Secret]
+    store: NamedRecordStore, rotated: Mapping[str, Secret], before: Mapping[str, Secret]
 ) -> None:
     """Write every re-encrypted secret; on a failure, put back those already written."""
     from sidecar.security import secrets

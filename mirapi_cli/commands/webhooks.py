@@ -3,7 +3,7 @@
 Callbacks are signed per Standard Webhooks with one secret per install
 (per data dir, or per Redis shared by many sidecars). It is created on
 first use, by whichever comes first: this command or a sidecar's first
-delivery; both go through `Store.webhook_secret`, so they agree.
+delivery; both go through `JobStore.webhook_secret`, so they agree.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mirapi_cli.options import ConfigOption, DataDirOption
 from mirapi_cli.store_access import with_store
 
 if TYPE_CHECKING:
-    from sidecar.store.base import Store
+    from sidecar.store.jobs import JobStore
 
 RedisOption = Annotated[
     str | None,
@@ -47,7 +47,7 @@ def read_secret(data_dir: Path | None, config: Path | None, redis: str | None) -
     """The install's secret: the stored one, else a new one, stored."""
     from sidecar.jobs.webhooks import new_secret
 
-    async def get(store: Store) -> str:
+    async def get(store: JobStore) -> str:
         return await store.webhook_secret(new_secret())
 
     return with_store(data_dir, config, redis, get)
