@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from sidecar.store.base import Store
+    from sidecar.store.breaker import BreakerStore
     from sidecar.store.budgets import SpendRow
 
 RedisOption = Annotated[
@@ -137,7 +138,7 @@ def llm_today(day: str, rows: list[SpendRow]) -> dict[str, Any] | None:
     return {"day": day, "routes": dict(sorted(routes.items()))} if routes else None
 
 
-async def open_breakers(store: Store, counters: dict[str, int]) -> list[str]:
+async def open_breakers(store: BreakerStore, counters: dict[str, int]) -> list[str]:
     """The hosts, among those with upstream errors, whose breaker is not closed."""
     from sidecar.observability.stats import UPSTREAM_ERRORS_PREFIX
     from sidecar.store.base import BreakerState
