@@ -18,6 +18,7 @@ from sidecar.config import Settings, is_loopback_listen
 from sidecar.exchange import Next
 from sidecar.jobs.webhooks import CallbackSender
 from sidecar.jobs.worker import JobWorkers
+from sidecar.llm.budgets import BUDGETS_KIND, decode_limit
 from sidecar.llm.meter import LlmMeter
 from sidecar.llm.prices import PriceBook
 from sidecar.observability.events import BREAKER, JOB, Event, EventLog
@@ -122,7 +123,10 @@ def wire(
     secret_table: RecordTable[Secret] = RecordTable(store, secrets.KIND, secrets.decode)
     # One vault for requests and jobs: one key cache, one cap on derivations.
     inject = InjectSecrets(secret_table.all, Vault(), master_key)
-    llm = LlmMeter(store, PriceBook(settings.llm), clock)
+    # Which scopes have an LLM budget, kept fresh as the routes are: a call
+    # under none of them is not reserved, so it pays no store round trip.
+    budget_scopes: RecordTable[int] = RecordTable(store, BUDGETS_KIND, decode_limit)
+    llm = LlmMeter(store, PriceBook(settings.llm), clock, budgeted=budget_scopes.all)
     # One set of parts for both chains: jobs and live requests share one
     # retry budget (a sick upstream's), one cache, one breaker per host.
     parts = Parts(
@@ -162,7 +166,12 @@ def wire(
     # Heartbeats and change notices, in the background (SPEC §11).
     fleet = FleetService(
         store,
-        {"routes": routes, client_keys.KIND: keys, secrets.KIND: secret_table},
+        {
+            "routes": routes,
+            client_keys.KIND: keys,
+            secrets.KIND: secret_table,
+            BUDGETS_KIND: budget_scopes,
+        },
         listen=f"unix:{settings.unix}" if settings.unix else f"http://{settings.listen}",
         data_dir=settings.data_dir,
         started_at=started_at,
@@ -189,6 +198,7 @@ def wire(
         Service("routes", routes.start, routes.stop),
         Service("client keys", keys.start, keys.stop),
         Service("secrets", secret_table.start, secret_table.stop),
+        Service("llm budgets", budget_scopes.start, budget_scopes.stop),
         Service("exposure check", refuse_exposed_without_keys),
         # Stopped before the store closes: they flush what they still hold;
         # after the LLM meter and the jobs, whose ends are events and spend.

@@ -173,6 +173,6 @@ def encode_limit(limit_nano: int) -> bytes:
     return str(limit_nano).encode()
 
 
-def decode_limit(data: bytes) -> int:
-    """The inverse of `encode_limit`; ValueError on anything else."""
+def decode_limit(scope: str, data: bytes) -> int:
+    """The inverse of `encode_limit` (a record table's decoder); ValueError on anything else."""
     return int(data.decode("ascii"))

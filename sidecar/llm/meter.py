@@ -184,6 +184,10 @@ class LlmMeter:
             + ("" if cap.clamp else "; add '; clamp' to lower max_tokens instead")
         )
 
+    def budgeted_scopes(self) -> Mapping[str, object]:
+        """The scopes this sidecar knows to have a budget (empty without a table)."""
+        return self._budgeted() if self._budgeted is not None else {}
+
     async def _any_budget(self, scopes: tuple[str, ...]) -> bool:
         """Whether a stored budget applies to any of `scopes`."""
         if self._budgeted is not None:

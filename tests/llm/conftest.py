@@ -9,6 +9,7 @@ host reaches only its own. The SDKs under test are `openai.AsyncOpenAI` and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx2
 import pytest
 
 from sidecar.app import Sidecar
+from sidecar.llm.budgets import BUDGETS_KIND, encode_limit
 from sidecar.llm.prices import parse_price_overrides
 from sidecar.routing import routes
 from sidecar.security.egress import EgressPolicy
@@ -72,3 +74,12 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         serving_sidecar(app) as url,
     ):
         yield Gateway(url, app, openai, openai_backup, anthropic, anthropic_backup)  # type: ignore[arg-type]
+
+
+async def set_budget(app: Sidecar, scope: str, limit_nano: int) -> None:
+    """Set a budget as `mirapi llm budget set` does, and wait until `app` knows of it."""
+    await app.store.set_budget(scope, limit_nano)
+    await app.store.record_put(BUDGETS_KIND, scope, encode_limit(limit_nano), True)
+    async with asyncio.timeout(5):
+        while scope not in app.llm.budgeted_scopes():
+            await asyncio.sleep(0.02)

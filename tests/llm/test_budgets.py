@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from sidecar.llm.budgets import usd_to_nano
-from tests.llm.conftest import Gateway, llm_sidecar
+from tests.llm.conftest import Gateway, llm_sidecar, set_budget
 from tests.llm.providers import OpenAIProvider, serving
 from tests.llm.test_calls import MESSAGES, openai_route
 from tests.support.servers import serving as serving_sidecar
@@ -60,7 +60,7 @@ async def test_twenty_concurrent_calls_on_a_budget_for_five_serve_five(
     gateway: Gateway,
 ) -> None:
     await openai_route(gateway)
-    await gateway.app.store.set_budget("route:chat", usd_to_nano(ONE_CALL_USD * 5))
+    await set_budget(gateway.app, "route:chat", usd_to_nano(ONE_CALL_USD * 5))
     outcomes = await _budget_calls([gateway.url], 20)
     refused = _served_five_exactly(outcomes)
     assert len(gateway.openai.calls) == 20 - len(refused)
@@ -81,7 +81,10 @@ async def test_two_sidecars_on_one_redis_share_a_budget(tmp_path: Path, redis_ur
         gateway = Gateway(first_url, first, provider, provider, None, None)  # type: ignore[arg-type]
         await openai_route(gateway)
         await second.routes.refresh()
-        await first.store.set_budget("route:chat", usd_to_nano(ONE_CALL_USD * 5))
+        await set_budget(first, "route:chat", usd_to_nano(ONE_CALL_USD * 5))
+        async with asyncio.timeout(5):
+            while "route:chat" not in second.llm.budgeted_scopes():
+                await asyncio.sleep(0.02)
         outcomes = await _budget_calls([first_url, second_url], 20)
         refused = _served_five_exactly(outcomes)
         assert len(provider.calls) == 20 - len(refused)
@@ -142,7 +145,7 @@ async def test_a_model_without_a_price_is_refused_where_a_budget_applies(
     )
     assert "x-llm-cost" not in raw.headers
     assert raw.headers["x-llm-usage"].startswith("input=1000")
-    await gateway.app.store.set_budget("all", usd_to_nano(Decimal(5)))
+    await set_budget(gateway.app, "all", usd_to_nano(Decimal(5)))
     with pytest.raises(openai.BadRequestError) as raised:
         await client.chat.completions.create(model="mystery-model-7", messages=MESSAGES)  # type: ignore[arg-type]
     assert raised.value.code == "llm_price_unknown"
