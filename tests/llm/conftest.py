@@ -80,6 +80,13 @@ async def set_budget(app: Sidecar, scope: str, limit_nano: int) -> None:
     """Set a budget as `mirapi llm budget set` does, and wait until `app` knows of it."""
     await app.store.set_budget(scope, limit_nano)
     await app.store.record_put(BUDGETS_KIND, scope, encode_limit(limit_nano), True)
-    async with asyncio.timeout(5):
-        while scope not in app.llm.budgeted_scopes():
-            await asyncio.sleep(0.02)
+    await knows_budget(app, scope)
+
+
+async def knows_budget(app: Sidecar, scope: str) -> None:
+    """Wait until `app` has loaded `scope`'s budget (its record table polls every 0.5 s)."""
+    for _ in range(250):
+        if scope in app.llm.budgeted_scopes():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the sidecar never loaded the budget of {scope}")

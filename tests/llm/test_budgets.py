@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from sidecar.llm.budgets import usd_to_nano
-from tests.llm.conftest import Gateway, llm_sidecar, set_budget
+from tests.llm.conftest import Gateway, knows_budget, llm_sidecar, set_budget
 from tests.llm.providers import OpenAIProvider, serving
 from tests.llm.test_calls import MESSAGES, openai_route
 from tests.support.servers import serving as serving_sidecar
@@ -82,9 +82,7 @@ async def test_two_sidecars_on_one_redis_share_a_budget(tmp_path: Path, redis_ur
         await openai_route(gateway)
         await second.routes.refresh()
         await set_budget(first, "route:chat", usd_to_nano(ONE_CALL_USD * 5))
-        async with asyncio.timeout(5):
-            while "route:chat" not in second.llm.budgeted_scopes():
-                await asyncio.sleep(0.02)
+        await knows_budget(second, "route:chat")
         outcomes = await _budget_calls([first_url, second_url], 20)
         refused = _served_five_exactly(outcomes)
         assert len(provider.calls) == 20 - len(refused)
