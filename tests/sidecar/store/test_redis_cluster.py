@@ -21,7 +21,14 @@ from sidecar.store.redis import RedisStore
 from sidecar.store.redis.jobs import REPLICA_WAIT_MS
 from tests.sidecar.store.test_jobs_contract import make_job
 from tests.support.clock import FakeClock
-from tests.support.redis import LocalCluster, LocalSentinel, StartOnce, command, started_once
+from tests.support.redis import (
+    LocalCluster,
+    LocalSentinel,
+    StartOnce,
+    command,
+    info_field,
+    started_once,
+)
 
 # -- URLs ----------------------------------------------------------------------------
 
@@ -148,6 +155,21 @@ def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartOn
         yield setup
 
 
+def _until_replica_caught_up(setup: LocalSentinel, within: float = 15.0) -> None:
+    """Until the replica has applied every write the primary had made."""
+    assert setup.replica is not None
+    primary = setup.primary_port()
+    assert primary is not None
+    wanted = info_field(command(primary, "INFO", "replication"), "master_repl_offset")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        got = info_field(command(setup.replica.port, "INFO", "replication"), "slave_repl_offset")
+        if got is not None and wanted is not None and int(got) >= int(wanted):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the replica did not catch up with its primary")
+
+
 async def test_a_job_accepted_before_a_failover_is_there_after_it(
     sentinel_setup: StartOnce[LocalSentinel], fake: FakeClock
 ) -> None:
@@ -157,6 +179,11 @@ async def test_a_job_accepted_before_a_failover_is_there_after_it(
     try:
         job = make_job("job-before-failover", fake)
         await store.job_add(job)
+        # job_add waits up to 500 ms for the replica's copy (the next test
+        # shows it); on a machine busy with a parallel suite the copy can
+        # take longer. This test is about the failover, so the copy is made
+        # sure of first: once the replica has it, the promotion must keep it.
+        await asyncio.to_thread(_until_replica_caught_up, setup)
         setup.kill_primary()
 
         # No primary yet: a call fails at once (StoreUnavailable), it does not hang.
