@@ -9,6 +9,8 @@ are skipped, naming that test.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
@@ -31,6 +33,23 @@ async def upstream() -> AsyncIterator[Upstream]:
         yield server
     finally:
         await runner.cleanup()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the processes tests start, even when the suite itself ignores it.
+
+    A suite started in the background by a non-interactive shell (`... &`, as
+    CI or a script may) inherits SIGINT ignored, and so would every process a
+    test starts: `mirapi sidecar logs -f` and `events tail -f` would never see
+    the Ctrl-C their tests send. Python's own handler is reset to the default
+    in a child, as a terminal's shell would have it.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The suite starts hundreds of Pythons (`mirapi`, sidecars): with bytecode
+    # caching off, each compiles this checkout's modules again (a tenth of a
+    # second of CPU apiece). Workers and every process they start inherit this.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 #: Every test here starts real sidecar processes: seconds each (`-m "not slow"`).
