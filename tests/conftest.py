@@ -56,17 +56,17 @@ def pytest_configure(config: pytest.Config) -> None:
 SLOW_DIRECTORIES = ("e2e", "clients")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests of SLOW_DIRECTORIES slow."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of SLOW_DIRECTORIES slow, and group the tests marked `xdist_group`."""
     tests = Path(__file__).parent
     slow = [tests / name for name in SLOW_DIRECTORIES]
     for item in items:
         if any(item.path.is_relative_to(directory) for directory in slow):
             item.add_marker(pytest.mark.slow)
+    _group_by_xdist_group(config, items)
 
 
-@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
-def group_by_xdist_group(config: pytest.Config, items: list[pytest.Item]) -> None:
+def _group_by_xdist_group(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give `xdist_group` its effect on pytest 9, where xdist 3.8's own does nothing.
 
     xdist groups a test by a `@NAME` suffix on its node id, which it sets as
