@@ -115,11 +115,8 @@ class LlmAttempt:
         except ValueError:
             return response  # too long to be a provider's error: judged by status alone
         if crossing is not None:
-            response = Response(
-                response.status,
-                _json_headers(response.headers, crossing.error(response.status, body)),
-                body=crossing.error(response.status, body),
-            )
+            said = crossing.error(response.status, body)
+            response = Response(response.status, _json_headers(response.headers, said), body=said)
         verdict = classify_status(response.status, body)
         if verdict == "quota":
             raise EndpointRefused(
