@@ -199,7 +199,7 @@ async def test_sidecar_list_shows_the_fleet_and_a_killed_sidecar_as_gone(
             "id", "state", "host", "pid", "listen", "version", "started_at", "last_seen",
             "records", "requests", "jobs_leased",
         }  # fmt: skip
-        assert set(row["records"]) == {"routes", "keys", "secrets"}
+        assert set(row["records"]) == {"routes", "keys", "secrets", "llm_budgets"}
         assert row["started_at"].endswith("Z") and row["jobs_leased"] == 0
     # The embedded store lists its own sidecar only.
     local = await fleet.on_embedded_store("sidecar", "list", "--json")
