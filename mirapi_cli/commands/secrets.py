@@ -90,7 +90,7 @@ def add(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """NamedRecordStore a secret; its value is read from stdin (a hidden prompt on a terminal)."""
+    """Store a secret; its value is read from stdin (a hidden prompt on a terminal)."""
     from mirapi_cli import output, propagation
     from mirapi_cli.passphrase import check_new_passphrase, read_passphrase, read_value
     from sidecar.security import secrets
