@@ -12,6 +12,7 @@ until its first content (to fail over unseen), adds
     python bench/llm.py                # 300 calls each way (and on a route with
                                        # no provider, to single out the LLM cost)
     python bench/llm.py --calls 1000
+    python bench/llm.py --budget       # a budget on the route: every call reserved first
 
 Loopback only; prints medians and p90s in milliseconds.
 """
@@ -113,7 +114,7 @@ def _mirapi(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=env, check=True)
 
 
-async def measure(calls: int) -> dict[str, list[float]]:
+async def measure(calls: int, budget: bool) -> dict[str, list[float]]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -136,6 +137,9 @@ async def measure(calls: int) -> dict[str, list[float]]:
             data_dir=tmp,
         )
         _mirapi("routes", "add", "plain", "--endpoint", f"http://127.0.0.1:{port}", data_dir=tmp)
+        if budget:
+            # A budget on the route: every call is reserved in the store first.
+            _mirapi("llm", "budget", "set", "route:chat", "--usd-per-day", "100000", data_dir=tmp)
         _mirapi("sidecar", "start", "--listen", "127.0.0.1:0", "--allow-private", data_dir=tmp)
         state = json.loads((tmp / "sidecar.json").read_text())
         host, _, sidecar_port = str(state["address"]).removeprefix("http://").rpartition(":")
@@ -178,12 +182,15 @@ def _ms(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument(
+        "--budget", action="store_true", help="put a budget on the LLM route (reserve every call)"
+    )
     parser.add_argument("--provider", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.provider is not None:
         asyncio.run(_provider(args.provider))
         return 0
-    times = asyncio.run(measure(args.calls))
+    times = asyncio.run(measure(args.calls, args.budget))
     print(f"{args.calls} streamed calls each way; first content and whole stream (ms)")
     print(f"{'':16}{'p50':>8}{'p90':>8}")
     for name, values in times.items():
