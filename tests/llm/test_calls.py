@@ -209,7 +209,7 @@ async def test_an_anthropic_stream_cut_makes_the_sdk_raise(gateway: Gateway) -> 
 
 async def test_no_first_content_in_time_fails_over(gateway: Gateway) -> None:
     client = await openai_route(gateway, 'llm_first_token_timeout = "300ms"')
-    gateway.openai.plan(slow(3))
+    gateway.openai.plan(slow(1))
     stream = await client.chat.completions.create(
         model="gpt-test",
         messages=MESSAGES,
