@@ -35,7 +35,8 @@ a breaker transition, a job id.
 `EventLog` is the sidecar's writer. It observes every request's `Outcome`
 and turns the few that matter into events; other parts (the breaker, the
 job workers) `emit` theirs. Both are synchronous and never raise: events go
-through a `BatchWriter` into `Store.events_add`, so a slow or lost store
+through a `BatchWriter` (prompt: a write starts as soon as one is queued)
+into `Store.events_add`, so a slow or lost store
 never slows or fails the request that caused one. The store keeps the
 newest EVENTS_MAX of them (embedded: a SQLite ring; Redis: a capped stream
 every sidecar sharing it appends to), and `mirapi events tail` reads them
@@ -274,8 +275,10 @@ class EventLog:
         interval: float = WRITE_INTERVAL,
         limit: int = QUEUE_LIMIT,
     ) -> None:
+        # Written promptly: an event is rare, and read right after the
+        # request that made it (`curl ...; mirapi events tail`).
         self._writer: BatchWriter[bytes] = BatchWriter(
-            "events", store.events_add, interval=interval, limit=limit
+            "events", store.events_add, interval=interval, limit=limit, prompt=True
         )
         self._listeners: list[Callable[[Event], None]] = []
 

@@ -82,3 +82,23 @@ async def test_a_failing_write_is_logged_once_by_type_only(
     writer.add(2)
     await writer.flush()
     assert sink.batches == [[2]]
+
+
+async def test_a_prompt_writer_writes_as_soon_as_an_item_is_queued() -> None:
+    """Events are read right after the request that made them: no interval's wait."""
+    written: list[list[int]] = []
+
+    async def write(batch: Sequence[int]) -> None:
+        written.append(list(batch))
+
+    writer: BatchWriter[int] = BatchWriter("t", write, interval=30.0, prompt=True)
+    await writer.start()
+    try:
+        writer.add(1)
+        for _ in range(100):
+            if written:
+                break
+            await asyncio.sleep(0.01)
+        assert written == [[1]]
+    finally:
+        await writer.stop()
