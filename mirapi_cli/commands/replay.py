@@ -123,6 +123,11 @@ def replay(
         raise typer.Exit(code)
 
 
+#: How long a missing record is waited for (records are written every 0.25 s).
+RECORD_PATIENCE = 1.0
+RECORD_PATIENCE_STEPS = 10
+
+
 def load(
     request_id: str, data_dir: Path | None, config: Path | None, redis: str | None
 ) -> RequestRecord:
@@ -131,7 +136,16 @@ def load(
     from sidecar.store.base import REQUESTS_MAX
 
     async def get(store: LogReader) -> bytes | None:
-        return await store.request_get(request_id)
+        # A sidecar writes its records in batches, every quarter second: a
+        # call made a moment ago may not be there yet, so a miss is looked
+        # up again for a second before it is an error.
+        found = await store.request_get(request_id)
+        for _ in range(RECORD_PATIENCE_STEPS):
+            if found is not None:
+                break
+            await asyncio.sleep(RECORD_PATIENCE / RECORD_PATIENCE_STEPS)
+            found = await store.request_get(request_id)
+        return found
 
     data = with_store(data_dir, config, redis, get)
     if data is None:
