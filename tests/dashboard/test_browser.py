@@ -37,6 +37,7 @@ if browser_paths() is None:
         allow_module_level=True,
     )
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -45,6 +46,8 @@ SECRET = "sk_live_BROWSER_TEST_SECRET_9"
 PRIVATE = "PRIVATE-BROWSER-ORDER"
 #: SPEC §12: the page shows a rescue within 3 s of it happening.
 SHOWS_WITHIN = 3.0
+#: Reads of a node the page's redraw may replace first.
+STALE_TRIES = 40
 
 
 @pytest.fixture
@@ -61,7 +64,27 @@ def wait_for(driver: WebDriver, holds: Callable[[WebDriver], Any], seconds: floa
 
 
 def text_of(driver: WebDriver, selector: str) -> str:
-    return "\n".join(node.text for node in driver.find_elements(By.CSS_SELECTOR, selector))
+    # The page redraws its panels every second: a node found may be replaced
+    # before it is read (stale); find it again.
+    for _ in range(STALE_TRIES):
+        try:
+            return "\n".join(
+                node.text for node in driver.find_elements(By.CSS_SELECTOR, selector)
+            )
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{selector} kept being redrawn while read")
+
+
+def click_link(driver: WebDriver, text: str) -> None:
+    """Click the link reading `text`, found again if a redraw replaced it first."""
+    for _ in range(STALE_TRIES):
+        try:
+            driver.find_element(By.LINK_TEXT, text).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"the link {text!r} kept being redrawn before it was clicked")
 
 
 async def test_a_rescue_shows_within_3_s_with_its_capital_and_record_and_no_secret(
@@ -107,8 +130,7 @@ async def test_a_rescue_shows_within_3_s_with_its_capital_and_record_and_no_secr
     assert console_errors(chrome) == []
 
     # Each event links to its request's record: what `replay --show` shows, no body.
-    link = chrome.find_element(By.LINK_TEXT, request_id)
-    await asyncio.to_thread(link.click)
+    await asyncio.to_thread(click_link, chrome, request_id)
     await asyncio.to_thread(
         wait_for, chrome, lambda d: "retry" in text_of(d, "#record-fields"), 10.0
     )
