@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import orjson
-
 from sidecar.llm.formats import Format, LlmRequest, call_format, parse_request
 from sidecar.llm.usage import Usage
 
@@ -103,9 +101,3 @@ def model_at(options: TargetOptions, call_format: Format, requested: str | None)
             return endpoint_model
     return requested if options.provider == call_format else None
 
-
-def with_model(body: bytes, model: str) -> bytes:
-    """`body` (a JSON object, as `parse_request` found it) asking for `model` instead."""
-    document = orjson.loads(body)
-    document["model"] = model
-    return orjson.dumps(document)

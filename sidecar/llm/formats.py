@@ -120,6 +120,15 @@ def with_stream_usage(body: bytes) -> bytes:
     return _edit_members(body, (b'"stream_options"',), edit)
 
 
+def with_model(body: bytes, model: str) -> bytes:
+    """The body asking for `model` (an endpoint's own): only that member changes."""
+
+    def edit(members: dict[str, tuple[Any, int, int]]) -> dict[str, Any]:
+        return {"model": model}
+
+    return _edit_members(body, (b'"model"',), edit)
+
+
 def with_max_tokens(format: Format, body: bytes, max_tokens: int) -> bytes:
     """The body with its max tokens set to `max_tokens` (the caller lowers it to fit a budget).
 

@@ -41,10 +41,10 @@ import orjson
 from sidecar.errors import EndpointRefused, UpstreamFailure
 from sidecar.exchange import Exchange, Headers, Next, Response
 from sidecar.headers import ANTHROPIC_VERSION
-from sidecar.llm.call import LlmCall, model_at, with_model
+from sidecar.llm.call import LlmCall, model_at
 from sidecar.llm.crossing import Crossing, StreamCrossing, Untranslatable
 from sidecar.llm.errors import classify_event, classify_status
-from sidecar.llm.formats import with_max_tokens, with_stream_usage
+from sidecar.llm.formats import with_max_tokens, with_model, with_stream_usage
 from sidecar.llm.meter import LlmMeter
 from sidecar.llm.sse import SseEvent, StreamWatcher, stream_error_event, summary_comment
 from sidecar.llm.usage import model_from_body, usage_from_body

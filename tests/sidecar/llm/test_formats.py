@@ -245,3 +245,12 @@ def test_edits_keep_the_document_and_change_only_their_member(
     edited = json.loads(with_max_tokens("openai", body, 7))
     changed = [name for name in ("max_completion_tokens", "max_tokens") if name in document]
     assert edited == {**document, **{name: 7 for name in changed or ["max_tokens"]}}
+
+
+def test_with_model_changes_only_the_model_member_every_other_byte_kept() -> None:
+    from sidecar.llm.formats import with_model
+
+    # A 20-digit number: a parse and re-dump would turn it into 1e+20.
+    body = b'{"model": "gpt-4o-mini", "max_tokens": 99999999999999999999, "messages": []}'
+    assert parse_request("openai", body) is not None
+    assert with_model(body, "llama3.1") == body.replace(b"gpt-4o-mini", b"llama3.1")
